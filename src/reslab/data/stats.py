@@ -1,0 +1,52 @@
+"""Normalisation statistics, computed on the train split only (never on the test split).
+
+All figures are on the [0, 1] scale (uint8 / 255): the loader normalises ``x / 255`` with them, either
+per channel (mean/std) or by subtracting the per-pixel mean image, the paper's CIFAR preset (sec. 4.2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from reslab.data.types import ArrayDataset
+
+_CHUNK = 4096  # images per chunk: bounds the float64 working memory on 50k CIFAR images
+
+
+@dataclass(frozen=True)
+class DatasetStats:
+    """Per-channel mean and std ``(C,)`` and the per-pixel mean image ``(C, H, W)``, float32 in [0, 1]."""
+
+    mean: torch.Tensor  # (C,)
+    std: torch.Tensor  # (C,)
+    pixel_mean: torch.Tensor  # (C, H, W)
+
+
+def dataset_stats(ds: ArrayDataset) -> DatasetStats:
+    """Statistics of ``ds.train_x`` (uint8 ``(N, C, H, W)``)."""
+    x = ds.train_x
+    n, c, h, w = x.shape
+    pix_sum = torch.zeros(c, h, w, dtype=torch.float64)
+    sq_sum = torch.zeros(c, dtype=torch.float64)
+    for i in range(0, n, _CHUNK):
+        chunk = x[i : i + _CHUNK].to(torch.float64) / 255.0
+        pix_sum += chunk.sum(0)
+        sq_sum += chunk.square().sum((0, 2, 3))
+    pixel_mean = pix_sum / n
+    mean = pixel_mean.mean((1, 2))
+    var = (sq_sum / (n * h * w) - mean.square()).clamp_min(0.0)
+    std = var.sqrt().clamp_min(1e-6)  # a constant channel must not divide by zero
+    return DatasetStats(mean.float(), std.float(), pixel_mean.float())
+
+
+def channel_mean_std(ds: ArrayDataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel ``(mean, std)`` of the train split, each ``(C,)`` in [0, 1]."""
+    s = dataset_stats(ds)
+    return s.mean, s.std
+
+
+def pixel_mean(ds: ArrayDataset) -> torch.Tensor:
+    """The per-pixel mean image ``(C, H, W)`` of the train split, in [0, 1]."""
+    return dataset_stats(ds).pixel_mean
