@@ -1,0 +1,301 @@
+"""Residual blocks and their plain twins (He et al. 2015, section 3; He et al. 2016, "Identity Mappings").
+
+Three layers, as in torchvision's ``resnet.py``: conv helpers and shortcuts, then the blocks.
+
+Every block follows one pattern::
+
+    identity = x if self.downsample is None else self.downsample(x)   # the shortcut, line 1
+    out = ...branch...                                                 # F(x)
+    out = self.branch_out(out)                                         # hook point: F(x) before the add
+    if self.residual:
+        out = out + identity                                           # the shortcut, line 2
+
+With ``residual=False`` (the plain twin) a block has exactly the same branch layers and no shortcut module at
+all: nothing is added, and no projection exists. For option A (the paper's CIFAR default) the shortcut has no
+parameters, so a plain twin has *exactly* the parameter count of its residual net. For options B and C the
+plain twin has fewer parameters, by the projections it does not need.
+
+``branch_out`` is a parameter-free ``nn.Identity``: register a forward hook on it to read the residual
+branch's output F(x) (before the addition and before any final ReLU) without changing any state_dict key.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from reslab.errors import ConfigError
+
+Shortcut = Literal["A", "B", "C"]
+Norm = Literal["batch"] | None
+SHORTCUTS: tuple[str, ...] = ("A", "B", "C")
+
+
+def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
+    """3x3 convolution with padding 1 and no bias (the following BN has one)."""
+    return nn.Conv2d(in_planes, out_planes, kernel_size=3, stride=stride, padding=1, bias=False)
+
+
+def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
+    """1x1 convolution with no bias, used by bottlenecks and projection shortcuts."""
+    return nn.Conv2d(in_planes, out_planes, kernel_size=1, stride=stride, bias=False)
+
+
+class PadShortcut(nn.Module):
+    """Option A (section 4.2): identity with strided subsampling and zero-padded channels; no parameters."""
+
+    def __init__(self, in_planes: int, out_planes: int, stride: int) -> None:
+        super().__init__()
+        if out_planes < in_planes:
+            raise ConfigError(
+                f"option A shortcut cannot shrink channels ({in_planes} -> {out_planes}); use B"
+            )
+        self.extra = out_planes - in_planes
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride > 1:
+            # (B, C_in, ceil(H/s), ceil(W/s)): the same positions the strided conv of the branch reads
+            x = x[:, :, :: self.stride, :: self.stride]
+        return F.pad(x, (0, 0, 0, 0, 0, self.extra))  # (B, C_out, H', W'): zeros in the new channels
+
+    def extra_repr(self) -> str:
+        return f"pad_channels={self.extra}, stride={self.stride}"
+
+
+def make_shortcut(
+    in_planes: int, out_planes: int, stride: int, option: Shortcut, *, with_bn: bool = True
+) -> nn.Module | None:
+    """The shortcut module for one block, or ``None`` for the plain identity.
+
+    A: identity, or :class:`PadShortcut` where the shape changes (no parameters).
+    B: identity, or a 1x1 conv + BN projection where the shape changes (torchvision's ``downsample``).
+    C: a projection on every shortcut.
+    Pre-activation blocks pass ``with_bn=False``: their projection reads an input already BN-ReLU'd.
+    """
+    if option not in SHORTCUTS:
+        raise ConfigError(f"unknown shortcut option {option!r}; use one of A, B, C (paper section 3.3)")
+    changes_shape = stride != 1 or in_planes != out_planes
+    if option == "A":
+        return PadShortcut(in_planes, out_planes, stride) if changes_shape else None
+    if option == "B" and not changes_shape:
+        return None
+    layers: list[nn.Module] = [conv1x1(in_planes, out_planes, stride)]
+    if with_bn:
+        layers.append(nn.BatchNorm2d(out_planes))
+    return nn.Sequential(*layers)  # keys downsample.0 / downsample.1, as torchvision
+
+
+class ResidualDenseBlock(nn.Module):
+    """The lecture's dense block: two Linear layers, ``a[l+2] = relu(z[l+2] + a[l])``; plain ``relu(z[l+2])``.
+
+    ``z[l+1] = W1 a[l] + b1``, ``a[l+1] = relu(z[l+1])``, ``z[l+2] = W2 a[l+1] + b2``. With ``norm="batch"``
+    a BatchNorm1d follows each Linear (whose bias is then dropped as redundant).
+    """
+
+    def __init__(self, width: int, *, residual: bool = True, norm: Norm = None) -> None:
+        super().__init__()
+        if norm not in (None, "batch"):
+            raise ConfigError(f"unknown norm {norm!r}; use None or 'batch'")
+        self.residual = residual
+        bias = norm is None
+        self.fc1 = nn.Linear(width, width, bias=bias)
+        self.bn1 = nn.BatchNorm1d(width) if norm else nn.Identity()
+        self.fc2 = nn.Linear(width, width, bias=bias)
+        self.bn2 = nn.BatchNorm1d(width) if norm else nn.Identity()
+        self.relu = nn.ReLU()
+        self.branch_out = nn.Identity()
+        self.downsample = None  # width never changes: the shortcut is always the identity
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x = a[l]: (B, width)
+        identity = x
+        out = self.relu(self.bn1(self.fc1(x)))  # a[l+1]
+        out = self.bn2(self.fc2(out))  # z[l+2]
+        out = self.branch_out(out)
+        if self.residual:
+            out = out + identity  # z[l+2] + a[l]
+        return self.relu(out)  # a[l+2]
+
+    def zero_init_last(self) -> None:
+        """Zero the branch's last layer so the block starts as the identity (on non-negative input)."""
+        if isinstance(self.bn2, nn.BatchNorm1d):
+            nn.init.zeros_(self.bn2.weight)
+        else:
+            nn.init.zeros_(self.fc2.weight)
+            nn.init.zeros_(self.fc2.bias)
+
+
+DenseBlock = ResidualDenseBlock
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convs, post-activation (He et al. 2015, Fig. 2 / Fig. 5 left): ``relu(F(x) + x)``."""
+
+    expansion: int = 1
+
+    def __init__(
+        self, in_planes: int, planes: int, stride: int = 1, *, residual: bool = True, shortcut: Shortcut = "B"
+    ) -> None:
+        super().__init__()
+        self.residual = residual
+        self.conv1 = conv3x3(in_planes, planes, stride)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU()  # not in place: a hook's saved branch_out must not be overwritten
+        self.conv2 = conv3x3(planes, planes)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = make_shortcut(in_planes, planes, stride, shortcut) if residual else None
+        self.branch_out = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C_in, H, W)
+        identity = x if self.downsample is None else self.downsample(x)  # (B, C_out, H', W')
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))  # F(x): (B, C_out, H', W')
+        out = self.branch_out(out)
+        if self.residual:
+            out = out + identity
+        return self.relu(out)
+
+    def zero_init_last(self) -> None:
+        nn.init.zeros_(self.bn2.weight)
+
+
+class Bottleneck(nn.Module):
+    """1x1 reduce, 3x3, 1x1 expand (x4), post-activation (He et al. 2015, Fig. 5 right).
+
+    ``stride_in_1x1=True`` puts the stride in the first 1x1 as the paper does (v1); the default puts it in the
+    3x3 as torchvision does (v1.5: same parameters, more multiply-adds, better accuracy).
+    """
+
+    expansion: int = 4
+
+    def __init__(
+        self,
+        in_planes: int,
+        planes: int,
+        stride: int = 1,
+        *,
+        residual: bool = True,
+        shortcut: Shortcut = "B",
+        stride_in_1x1: bool = False,
+    ) -> None:
+        super().__init__()
+        self.residual = residual
+        out_planes = planes * self.expansion
+        s1, s3 = (stride, 1) if stride_in_1x1 else (1, stride)
+        self.conv1 = conv1x1(in_planes, planes, s1)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = conv3x3(planes, planes, s3)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = conv1x1(planes, out_planes)
+        self.bn3 = nn.BatchNorm2d(out_planes)
+        self.relu = nn.ReLU()  # not in place: a hook's saved branch_out must not be overwritten
+        self.downsample = make_shortcut(in_planes, out_planes, stride, shortcut) if residual else None
+        self.branch_out = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C_in, H, W)
+        identity = x if self.downsample is None else self.downsample(x)  # (B, 4*planes, H', W')
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))  # F(x): (B, 4*planes, H', W')
+        out = self.branch_out(out)
+        if self.residual:
+            out = out + identity
+        return self.relu(out)
+
+    def zero_init_last(self) -> None:
+        nn.init.zeros_(self.bn3.weight)
+
+
+class PreActBasicBlock(nn.Module):
+    """Pre-activation basic block (He et al. 2016, Fig. 1b): ``x + F(x)`` with BN-ReLU-conv inside F.
+
+    Nothing follows the addition. A projection shortcut reads the pre-activated input (as in the paper's
+    code), an option A shortcut reads ``x`` itself.
+    """
+
+    expansion: int = 1
+
+    def __init__(
+        self, in_planes: int, planes: int, stride: int = 1, *, residual: bool = True, shortcut: Shortcut = "B"
+    ) -> None:
+        super().__init__()
+        self.residual = residual
+        self.bn1 = nn.BatchNorm2d(in_planes)
+        self.conv1 = conv3x3(in_planes, planes, stride)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv2 = conv3x3(planes, planes)
+        self.relu = nn.ReLU()
+        self.downsample = (
+            make_shortcut(in_planes, planes, stride, shortcut, with_bn=False) if residual else None
+        )
+        self.branch_out = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C_in, H, W)
+        pre = self.relu(self.bn1(x))
+        identity = x if self.downsample is None else self.downsample(_shortcut_input(self.downsample, x, pre))
+        out = self.conv1(pre)
+        out = self.conv2(self.relu(self.bn2(out)))  # F(x): (B, C_out, H', W')
+        out = self.branch_out(out)
+        if self.residual:
+            out = out + identity
+        return out
+
+    def zero_init_last(self) -> None:
+        nn.init.zeros_(self.conv2.weight)  # no BN ends a pre-activation branch (as timm's zero_init_last)
+
+
+class PreActBottleneck(nn.Module):
+    """Pre-activation bottleneck (He et al. 2016; ResNet-164/1001 on CIFAR): BN-ReLU before each conv."""
+
+    expansion: int = 4
+
+    def __init__(
+        self,
+        in_planes: int,
+        planes: int,
+        stride: int = 1,
+        *,
+        residual: bool = True,
+        shortcut: Shortcut = "B",
+        stride_in_1x1: bool = False,
+    ) -> None:
+        super().__init__()
+        self.residual = residual
+        out_planes = planes * self.expansion
+        s1, s3 = (stride, 1) if stride_in_1x1 else (1, stride)
+        self.bn1 = nn.BatchNorm2d(in_planes)
+        self.conv1 = conv1x1(in_planes, planes, s1)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv2 = conv3x3(planes, planes, s3)
+        self.bn3 = nn.BatchNorm2d(planes)
+        self.conv3 = conv1x1(planes, out_planes)
+        self.relu = nn.ReLU()
+        self.downsample = (
+            make_shortcut(in_planes, out_planes, stride, shortcut, with_bn=False) if residual else None
+        )
+        self.branch_out = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C_in, H, W)
+        pre = self.relu(self.bn1(x))
+        identity = x if self.downsample is None else self.downsample(_shortcut_input(self.downsample, x, pre))
+        out = self.conv1(pre)
+        out = self.conv2(self.relu(self.bn2(out)))
+        out = self.conv3(self.relu(self.bn3(out)))  # F(x): (B, 4*planes, H', W')
+        out = self.branch_out(out)
+        if self.residual:
+            out = out + identity
+        return out
+
+    def zero_init_last(self) -> None:
+        nn.init.zeros_(self.conv3.weight)
+
+
+def _shortcut_input(shortcut: nn.Module, x: torch.Tensor, pre: torch.Tensor) -> torch.Tensor:
+    # A projection shares the block's BN-ReLU (He et al. 2016 code); option A pads the raw input.
+    return x if isinstance(shortcut, PadShortcut) else pre
+
+
+ConvBlock = BasicBlock | Bottleneck | PreActBasicBlock | PreActBottleneck

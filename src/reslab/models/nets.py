@@ -1,0 +1,331 @@
+"""Whole networks: the lecture's ResidualMLP, the CIFAR family (6n+2, 9n+2) and the ImageNet ResNet.
+
+Every net exposes the same surface, for feature extraction and for the diagnostics:
+
+- ``forward_features(x)`` -> pooled features ``(B, F)``; ``forward(x) = fc(forward_features(x))``;
+- ``stage_names`` (e.g. ``("layer1", "layer2", "layer3")``) and ``stages`` (those modules, in order);
+- ``blocks()`` -> every residual / plain block in depth order; hook ``block.branch_out`` for F(x);
+- ``activation_checkpointing`` (default False): in training, each block of each stage is recomputed in the
+  backward pass instead of keeping its activations (``torch.utils.checkpoint``, non-reentrant);
+- ``default_input_size``: the input (without batch) the family is made for, used by ``reslab summary``.
+
+All initialisation happens in :func:`init_weights`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Literal
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from reslab.errors import ConfigError
+from reslab.models.blocks import (
+    BasicBlock,
+    Bottleneck,
+    Norm,
+    PreActBasicBlock,
+    PreActBottleneck,
+    ResidualDenseBlock,
+    Shortcut,
+)
+
+BlockKind = Literal["basic", "bottleneck"]
+
+
+def init_weights(model: nn.Module, *, zero_init_residual: bool = False) -> None:
+    """Initialise every layer of ``model``, with the reason for each choice.
+
+    1. Conv: Kaiming normal, fan_out, ReLU gain (He et al. 2015 "Delving deep", as torchvision's ResNet).
+    2. Hidden Linear (MLP): Kaiming normal, fan_in, ReLU gain, zero bias: keeps activations' variance through
+       ReLU layers. The classifier ``fc`` keeps PyTorch's default, as torchvision does.
+    3. BatchNorm: weight 1, bias 0 (start as a plain standardisation).
+    4. ``zero_init_residual``: zero the last layer of each residual branch (last BN gamma, or last conv for
+       pre-activation blocks) so every residual block starts as the identity (Goyal et al. 2017). It is
+       skipped for plain blocks, where it would cut the only path through the net.
+    """
+    if any(p.is_meta for p in model.parameters()):
+        return  # shapes only (counting, summaries): there are no values to initialise
+    classifier = getattr(model, "fc", None)
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.Linear) and m is not classifier:
+            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+    if zero_init_residual:
+        for m in model.modules():
+            if getattr(m, "residual", False) and hasattr(m, "zero_init_last"):
+                m.zero_init_last()
+
+
+@contextlib.contextmanager
+def _frozen_bn_stats(module: nn.Module) -> Iterator[None]:
+    """During a checkpoint's recomputation, keep BN running stats as the first forward left them.
+
+    The recomputed forward runs in train mode again; without this, every BN would count each batch twice.
+    Momentum 0 leaves running_mean/var unchanged; num_batches_tracked is put back afterwards.
+    """
+    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [
+        (m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone()) for m in bns
+    ]
+    for m in bns:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, (momentum, tracked) in zip(bns, saved):
+            m.momentum = momentum
+            if tracked is not None:
+                m.num_batches_tracked.copy_(tracked)
+
+
+class StagedNet(nn.Module):
+    """What every reslab net shares: stages, blocks(), forward_features and activation checkpointing."""
+
+    stage_names: tuple[str, ...] = ()
+    default_input_size: tuple[int, ...] = ()
+    activation_checkpointing: bool = False
+
+    @property
+    def stages(self) -> list[nn.Sequential]:
+        """The stage modules in order (named as in :attr:`stage_names`; torchvision's ``layer1`` ...)."""
+        return [getattr(self, name) for name in self.stage_names]
+
+    def blocks(self) -> Iterator[nn.Module]:
+        """Every residual (or plain) block in depth order."""
+        for stage in self.stages:
+            yield from stage
+
+    def _run_stages(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.activation_checkpointing and self.training and torch.is_grad_enabled()):
+            for stage in self.stages:
+                x = stage(x)  # calling the stage itself lets forward hooks on it fire
+            return x
+        for block in self.blocks():
+            x = checkpoint(
+                block,
+                x,
+                use_reentrant=False,
+                context_fn=lambda b=block: (contextlib.nullcontext(), _frozen_bn_stats(b)),
+            )
+        return x
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.forward_features(x))  # (B, num_classes)
+
+
+class ResidualMLP(StagedNet):
+    """The lecture's network: a Linear input layer, ``depth`` dense blocks of ``width`` units, a classifier.
+
+    The input is flattened, so it takes ``(B, in_features)`` or ``(B, C, H, W)`` with ``C*H*W = in_features``.
+    """
+
+    stage_names = ("layer1",)
+
+    def __init__(
+        self,
+        depth: int,
+        width: int = 64,
+        in_features: int = 784,
+        num_classes: int = 10,
+        *,
+        residual: bool = True,
+        norm: Norm = None,
+        zero_init_residual: bool = False,
+        activation_checkpointing: bool = False,
+    ) -> None:
+        super().__init__()
+        for what, value in (("depth", depth), ("width", width), ("in_features", in_features)):
+            if value < 1:
+                raise ConfigError(f"ResidualMLP {what} must be >= 1, got {value}")
+        _check_classes(num_classes)
+        self.depth, self.width, self.residual = depth, width, residual
+        self.default_input_size = (in_features,)
+        self.activation_checkpointing = activation_checkpointing
+        self.flatten = nn.Flatten()
+        self.fc_in = nn.Linear(in_features, width)  # a[0]: from the input to the block width
+        self.relu = nn.ReLU()
+        self.layer1 = nn.Sequential(
+            *[ResidualDenseBlock(width, residual=residual, norm=norm) for _ in range(depth)]
+        )
+        self.fc = nn.Linear(width, num_classes)
+        init_weights(self, zero_init_residual=zero_init_residual)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:  # (B, ...) -> (B, width)
+        x = self.relu(self.fc_in(self.flatten(x)))
+        return self._run_stages(x)
+
+
+class CifarResNet(StagedNet):
+    """The CIFAR-10 nets of He et al. 2015, section 4.2, and the pre-activation nets of He et al. 2016.
+
+    Basic blocks: depth = 6n+2 (3x3 stem with 16 channels, 3 stages of n blocks with 16/32/64 channels, global
+    average pool, fc). Bottleneck blocks: depth = 9n+2, bottleneck widths 16/32/64 -> 64/128/256 channels
+    (ResNet-164 and ResNet-1001). ``preact=True`` uses pre-activation blocks and a final BN-ReLU before
+    pooling.
+    Shortcut default: A for basic blocks (paper, CIFAR), B for bottlenecks (the 2016 paper's code).
+    """
+
+    stage_names = ("layer1", "layer2", "layer3")
+
+    def __init__(
+        self,
+        depth: int,
+        *,
+        num_classes: int = 10,
+        in_channels: int = 3,
+        residual: bool = True,
+        bottleneck: bool = False,
+        preact: bool = False,
+        shortcut: Shortcut | None = None,
+        stride_in_1x1: bool = False,
+        zero_init_residual: bool = False,
+        activation_checkpointing: bool = False,
+    ) -> None:
+        super().__init__()
+        n = cifar_blocks_per_stage(depth, bottleneck=bottleneck)
+        _check_classes(num_classes)
+        self.depth, self.residual = depth, residual
+        self.default_input_size = (in_channels, 32, 32)
+        self.activation_checkpointing = activation_checkpointing
+        option: Shortcut = shortcut or ("B" if bottleneck else "A")
+        self.conv1 = nn.Conv2d(in_channels, 16, kernel_size=3, padding=1, bias=False)  # (B, 16, 32, 32)
+        if not preact:  # a pre-activation net's first block starts with its own BN-ReLU
+            self.bn1 = nn.BatchNorm2d(16)
+            self.relu = nn.ReLU()
+        in_planes = 16
+        for i, (planes, stride) in enumerate(zip((16, 32, 64), (1, 2, 2)), start=1):
+            blocks: list[nn.Module] = []
+            for j in range(n):
+                s = stride if j == 0 else 1
+                if bottleneck:
+                    cls = PreActBottleneck if preact else Bottleneck
+                    block = cls(
+                        in_planes, planes, s, residual=residual, shortcut=option, stride_in_1x1=stride_in_1x1
+                    )
+                else:
+                    cls = PreActBasicBlock if preact else BasicBlock
+                    block = cls(in_planes, planes, s, residual=residual, shortcut=option)
+                blocks.append(block)
+                in_planes = planes * cls.expansion
+            self.add_module(f"layer{i}", nn.Sequential(*blocks))
+        if preact:  # He et al. 2016: the last unit's output still needs BN-ReLU before pooling
+            self.bn = nn.BatchNorm2d(in_planes)
+            self.relu = nn.ReLU()
+        self.preact = preact
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(in_planes, num_classes)
+        init_weights(self, zero_init_residual=zero_init_residual)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, 64 or 256)
+        x = self.conv1(x)
+        if not self.preact:
+            x = self.relu(self.bn1(x))
+        x = self._run_stages(x)  # (B, 64|256, H/4, W/4)
+        if self.preact:
+            x = self.relu(self.bn(x))
+        return torch.flatten(self.avgpool(x), 1)
+
+
+class ResNet(StagedNet):
+    """The ImageNet ResNets (He et al. 2015, Table 1), with torchvision's module names and state_dict keys.
+
+    7x7 stride-2 stem with 64 channels and a 3x3 stride-2 max-pool, four stages of 64/128/256/512 planes
+    (x4 for bottlenecks), global average pool, fc. Option B shortcuts and v1.5 bottlenecks (stride in the 3x3)
+    by default, as torchvision; ``stride_in_1x1=True`` gives the paper's v1.
+    """
+
+    stage_names = ("layer1", "layer2", "layer3", "layer4")
+
+    def __init__(
+        self,
+        block: BlockKind,
+        layers: Sequence[int],
+        *,
+        num_classes: int = 1000,
+        in_channels: int = 3,
+        residual: bool = True,
+        shortcut: Shortcut = "B",
+        stride_in_1x1: bool = False,
+        zero_init_residual: bool = False,
+        activation_checkpointing: bool = False,
+    ) -> None:
+        super().__init__()
+        if block not in ("basic", "bottleneck") or len(layers) != 4 or min(layers) < 1:
+            raise ConfigError(
+                f"ResNet needs block 'basic'|'bottleneck' and 4 positive stage sizes, got {layers}"
+            )
+        _check_classes(num_classes)
+        cls = BasicBlock if block == "basic" else Bottleneck
+        self.depth = 2 + sum(layers) * (2 if block == "basic" else 3)
+        self.residual = residual
+        self.default_input_size = (in_channels, 224, 224)
+        self.activation_checkpointing = activation_checkpointing
+        self.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU()
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)  # (B, 64, H/4, W/4)
+        in_planes = 64
+        for i, (planes, n) in enumerate(zip((64, 128, 256, 512), layers), start=1):
+            blocks: list[nn.Module] = []
+            for j in range(n):
+                s = 2 if i > 1 and j == 0 else 1
+                if cls is Bottleneck:
+                    b = Bottleneck(
+                        in_planes,
+                        planes,
+                        s,
+                        residual=residual,
+                        shortcut=shortcut,
+                        stride_in_1x1=stride_in_1x1,
+                    )
+                else:
+                    b = BasicBlock(in_planes, planes, s, residual=residual, shortcut=shortcut)
+                blocks.append(b)
+                in_planes = planes * cls.expansion
+            self.add_module(f"layer{i}", nn.Sequential(*blocks))
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(in_planes, num_classes)
+        init_weights(self, zero_init_residual=zero_init_residual)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, 512 or 2048)
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self._run_stages(x)  # (B, 512|2048, H/32, W/32)
+        return torch.flatten(self.avgpool(x), 1)
+
+
+def cifar_blocks_per_stage(depth: int, *, bottleneck: bool = False) -> int:
+    """n for a CIFAR net of ``depth`` layers: depth = 6n+2 (basic) or 9n+2 (bottleneck), n >= 1."""
+    per_stage = 9 if bottleneck else 6
+    if depth < per_stage + 2 or (depth - 2) % per_stage:
+        paper = "164, 1001" if bottleneck else "20, 32, 44, 56, 110, 1202"
+        below = max(per_stage + 2, depth - (depth - 2) % per_stage)
+        nearest = ", ".join(str(d) for d in sorted({below, below + per_stage if below < depth else below}))
+        kind = "bottleneck" if bottleneck else "basic-block"
+        raise ConfigError(
+            f"depth {depth} is impossible for the CIFAR {kind} family: "
+            f"valid depths are {per_stage}n+2 with n >= 1 (the papers' {paper}); nearest: {nearest}"
+        )
+    return (depth - 2) // per_stage
+
+
+def _check_classes(num_classes: int) -> None:
+    if num_classes < 1:
+        raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
+
+
+def feature_dim(model: StagedNet) -> int:
+    """Length F of ``forward_features``'s output (the classifier's input)."""
+    return int(model.fc.in_features)
