@@ -1,0 +1,151 @@
+"""Checkpoints: safetensors weights + a ``weights_only`` training state, atomic, last two kept.
+
+A checkpoint is a directory ``checkpoints/ckpt-<iteration:08d>/`` holding ``model.safetensors``, ``state.pt``
+(optimizer, RNG states, position, interval accumulators) and ``manifest.json`` (sizes and SHA-256 of both).
+It is assembled under a temporary name and renamed into place, so it is either whole or absent; the manifest
+catches a later truncation or bit flip, and resume then falls back to the previous checkpoint.
+Nothing here unpickles arbitrary objects: weights are safetensors, and ``.pt`` files go through
+``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from reslab.errors import CheckpointError
+from reslab.train.rundir import CKPT_DIR, WEIGHTS, atomic_write_bytes, atomic_write_json, fsync_dir
+
+STATE = "state.pt"
+MANIFEST = "manifest.json"
+KEEP = 2  # the newest may be the one a crash or a bad disk broke
+
+
+def weights_bytes(model: torch.nn.Module) -> bytes:
+    """safetensors bytes of the model's parameters and buffers (CPU, contiguous: NCHW on disk)."""
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    return st_save(state)
+
+
+def _pt_bytes(obj: Any) -> bytes:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+def save_checkpoint(run_dir: Path, iteration: int, weights: bytes, state: dict[str, Any]) -> Path:
+    """Write checkpoint ``iteration`` and the run's top-level weights; prune to the last :data:`KEEP`."""
+    root = run_dir / CKPT_DIR
+    root.mkdir(exist_ok=True)
+    final = root / f"ckpt-{iteration:08d}"
+    tmp = root / f".tmp-ckpt-{iteration:08d}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    files = {WEIGHTS: weights, STATE: _pt_bytes(state)}
+    for name, data in files.items():
+        atomic_write_bytes(tmp / name, data)
+    manifest = {n: {"bytes": len(d), "sha256": hashlib.sha256(d).hexdigest()} for n, d in files.items()}
+    atomic_write_json(tmp / MANIFEST, {"iteration": iteration, "files": manifest})
+    if final.exists():  # re-saving the same iteration (e.g. Ctrl-C right at an eval point)
+        shutil.rmtree(final)
+    tmp.rename(final)
+    fsync_dir(root)
+    atomic_write_bytes(run_dir / WEIGHTS, weights)
+    for old in list_checkpoints(run_dir)[KEEP:]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Checkpoint directories, newest first."""
+    root = run_dir / CKPT_DIR
+    if not root.is_dir():
+        return []
+    return sorted((p for p in root.glob("ckpt-*") if p.is_dir()), reverse=True)
+
+
+def _read_verified(path: Path, expected: dict[str, Any] | None) -> bytes:
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise CheckpointError(f"cannot read checkpoint file {path}: {err.strerror}") from None
+    if expected is not None and (
+        len(data) != expected.get("bytes") or hashlib.sha256(data).hexdigest() != expected.get("sha256")
+    ):
+        raise CheckpointError(f"checkpoint file {path} is truncated or corrupted (size/checksum mismatch)")
+    return data
+
+
+def load_checkpoint(ckpt: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(weights, training state) of one checkpoint directory; CheckpointError names the broken file."""
+    try:
+        manifest = json.loads((ckpt / MANIFEST).read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise CheckpointError(f"checkpoint manifest {ckpt / MANIFEST} is missing or corrupted") from None
+    weights = _parse_safetensors(_read_verified(ckpt / WEIGHTS, manifest.get(WEIGHTS)), ckpt / WEIGHTS)
+    state = _parse_pt(_read_verified(ckpt / STATE, manifest.get(STATE)), ckpt / STATE)
+    if not isinstance(state, dict) or "iteration" not in state:
+        raise CheckpointError(f"{ckpt / STATE} is not a reslab training state")
+    return weights, state
+
+
+def load_latest_checkpoint(
+    run_dir: Path, warn: Callable[[str], None] | None = None
+) -> tuple[Path, dict[str, torch.Tensor], dict[str, Any]]:
+    """Newest checkpoint that loads; a broken newer one is reported through ``warn`` and skipped."""
+    warn = warn or (lambda msg: sys.stderr.write(f"reslab: warning: {msg}\n"))
+    errors: list[str] = []
+    for ckpt in list_checkpoints(run_dir):
+        try:
+            weights, state = load_checkpoint(ckpt)
+        except CheckpointError as err:
+            errors.append(str(err))
+            warn(f"{err}; falling back to the previous checkpoint")
+            continue
+        return ckpt, weights, state
+    detail = f" ({errors[-1]})" if errors else ""
+    raise CheckpointError(f"no usable checkpoint in {run_dir / CKPT_DIR}{detail}; start a new run instead")
+
+
+def _parse_safetensors(data: bytes, path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return st_load(data)
+    except Exception as err:  # safetensors raises its own SafetensorError and others on malformed headers
+        raise CheckpointError(f"weights file {path} is truncated or corrupted: {err}") from None
+
+
+def _parse_pt(data: bytes, path: Path) -> Any:
+    try:
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated zip, or a pickle that wants more than tensors and plain data
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(
+            f"{path} is corrupted or not a plain weights file (weights_only): {first}"
+        ) from None
+
+
+def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """A state dict from ``.safetensors``, or from ``.pt``/``.pth`` via ``torch.load(weights_only=True)``."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"weights file {path} does not exist")
+    data = _read_verified(path, None)
+    if path.suffix == ".safetensors":
+        return _parse_safetensors(data, path)
+    obj = _parse_pt(data, path)
+    for key in ("state_dict", "model"):  # common wrappers: {"state_dict": ...}, {"model": ...}
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path} does not hold a state dict of tensors")
+    return {k.removeprefix("module."): v for k, v in obj.items()}  # DDP / compile prefixes

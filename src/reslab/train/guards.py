@@ -1,0 +1,77 @@
+"""Two watchmen of the step loop: non-finite losses and Ctrl-C, both without per-step host syncs on a GPU."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from types import FrameType
+from typing import Any
+
+import torch
+
+
+class FiniteWatch:
+    """Finds the first step whose loss (or grad norm) is NaN/inf.
+
+    CPU (and MPS): the flag is read at once, before ``optimizer.step``, so bad weights are never written.
+    CUDA: the flag is copied to pinned host memory without blocking and read one step later, when it has
+    surely arrived; the GPU queue never drains, and the run stops within one step.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.lazy = device.type == "cuda"
+        self._pending: tuple[int, torch.Tensor, Any] | None = None
+        self._slots = (
+            [torch.empty((), dtype=torch.bool, pin_memory=True) for _ in range(2)] if self.lazy else []
+        )
+        self._turn = 0
+
+    def push(self, iteration: int, finite: torch.Tensor) -> int | None:
+        """Register step ``iteration``'s flag (0-d bool tensor); returns a bad iteration once one is known."""
+        if not self.lazy:
+            return None if bool(finite) else iteration
+        bad = self.poll()
+        host = self._slots[self._turn]
+        self._turn ^= 1
+        host.copy_(finite, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        self._pending = (iteration, host, event)
+        return bad
+
+    def poll(self) -> int | None:
+        """Wait for the pending flag (if any) and return its iteration when it was not finite."""
+        if self._pending is None:
+            return None
+        iteration, host, event = self._pending
+        self._pending = None
+        event.synchronize()
+        return None if bool(host) else iteration
+
+
+class InterruptGuard:
+    """Turns the first Ctrl-C into a flag the loop checks between steps, so a checkpoint is never half a step.
+
+    A second Ctrl-C interrupts at once. Installed only in the main thread (where signals are delivered).
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+        self._installed = False
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> InterruptGuard:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._installed = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._installed:
+            signal.signal(signal.SIGINT, self._previous)
+            self._installed = False

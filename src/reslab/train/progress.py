@@ -1,0 +1,96 @@
+"""Progress display: a tqdm bar on a terminal, plain periodic lines otherwise (CI logs), or nothing."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, TextIO
+
+# The bar's live figures need a host sync on GPUs; refresh them at most this often.
+BAR_REFRESH_S = 0.5
+
+
+def resolve_mode(mode: str, stream: TextIO | None = None) -> str:
+    """``auto`` = ``bar`` on a terminal, ``lines`` otherwise."""
+    stream = stream or sys.stderr
+    if mode != "auto":
+        return mode
+    isatty = getattr(stream, "isatty", None)
+    return "bar" if isatty is not None and isatty() else "lines"
+
+
+def _fmt(metrics: dict[str, Any]) -> str:
+    parts = [f"iter {metrics['iteration']}", f"epoch {metrics['epoch']:.2f}"]
+    for key, label, spec in (
+        ("train_loss", "train loss", ".4f"),
+        ("train_error", "train err", ".2%"),
+        ("test_loss", "test loss", ".4f"),
+        ("test_error", "test err", ".2%"),
+        ("lr", "lr", ".4g"),
+        ("images_per_s", "img/s", ".0f"),
+    ):
+        if metrics.get(key) is not None:
+            parts.append(f"{label} {format(metrics[key], spec)}")
+    return " | ".join(parts)
+
+
+class Progress:
+    """``update`` every step (cheap), ``log`` at every evaluation point, ``close`` at the end."""
+
+    def __init__(
+        self, mode: str, *, total: int, initial: int = 0, desc: str = "", stream: TextIO | None = None
+    ):
+        self.stream = stream or sys.stderr
+        self.mode = resolve_mode(mode, self.stream)
+        self.bar: Any = None
+        self._last = 0.0
+        if self.mode == "bar":
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(
+                total=total, initial=initial, desc=desc, unit="it", file=self.stream, dynamic_ncols=True
+            )
+        elif self.mode == "lines" and desc:
+            self.stream.write(f"{desc}: {total} iterations\n")
+            self.stream.flush()
+
+    def wants_stats(self) -> bool:
+        """True when the bar is due for fresh live figures (the caller then pays one host sync)."""
+        return self.bar is not None and time.monotonic() - self._last >= BAR_REFRESH_S
+
+    def update(self, n: int = 1, stats: dict[str, float] | None = None) -> None:
+        if self.bar is None:
+            return
+        self.bar.update(n)
+        if stats is not None:
+            self._last = time.monotonic()
+            self.bar.set_postfix(
+                loss=f"{stats['loss']:.4f}",
+                err=f"{stats['error']:.2%}",
+                lr=f"{stats['lr']:.3g}",
+                img_s=f"{stats['images_per_s']:.0f}",
+                refresh=False,
+            )
+
+    def log(self, metrics: dict[str, Any]) -> None:
+        if self.mode == "off":
+            return
+        if self.bar is not None:
+            self.bar.write(_fmt(metrics), file=self.stream)
+        else:
+            self.stream.write(_fmt(metrics) + "\n")
+            self.stream.flush()
+
+    def message(self, text: str) -> None:
+        if self.mode == "off":
+            return
+        if self.bar is not None:
+            self.bar.write(text, file=self.stream)
+        else:
+            self.stream.write(text + "\n")
+            self.stream.flush()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

@@ -1,0 +1,133 @@
+"""The run directory on disk: atomic writes, creation rules, and the metrics log.
+
+Layout of a run directory::
+
+    config.json          everything needed to rerun (TrainConfig, data facts, versions)
+    metrics.jsonl        one JSON line per evaluation point
+    model.safetensors    the latest weights (for eval / predict / export / analysis)
+    summary.json         final figures, written when the run finishes
+    checkpoints/ckpt-<iteration:08d>/{model.safetensors, state.pt, manifest.json}   the last two
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from reslab.errors import ConfigError
+
+CONFIG = "config.json"
+METRICS = "metrics.jsonl"
+WEIGHTS = "model.safetensors"
+SUMMARY = "summary.json"
+CKPT_DIR = "checkpoints"
+RUN_FILES = (CONFIG, METRICS, WEIGHTS, SUMMARY)
+
+
+def fsync_dir(path: str | Path) -> None:
+    """Make a rename inside ``path`` durable (a no-op where directories cannot be opened, e.g. Windows)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the whole new one, never a part.
+
+    Temp file in the same directory, flush + fsync, ``os.replace``, fsync the directory.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(path.parent)
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
+    """Append one line; a crash can at worst leave a torn last line, which :func:`read_jsonl` skips."""
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    records: list[dict[str, Any]] = []
+    if not Path(path).exists():
+        return records
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        with contextlib.suppress(json.JSONDecodeError):
+            rec = json.loads(line)
+            if isinstance(rec, dict):
+                records.append(rec)
+    return records
+
+
+def truncate_metrics(run_dir: Path, iteration: int) -> list[dict[str, Any]]:
+    """Drop metrics past ``iteration`` (after falling back to an older checkpoint); returns what is kept."""
+    kept = [r for r in read_jsonl(run_dir / METRICS) if int(r.get("iteration", 0)) <= iteration]
+    atomic_write_bytes(run_dir / METRICS, "".join(json.dumps(r) + "\n" for r in kept).encode())
+    return kept
+
+
+def default_run_dir(model: str, dataset: str, root: str | Path = "runs") -> Path:
+    """``runs/<model>-<dataset>-<timestamp>``, with characters unsafe in file names replaced."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{model}-{dataset}").strip("_.") or "run"
+    return Path(root) / f"{safe}-{stamp}"
+
+
+def check_writable(path: Path) -> None:
+    """Create ``path`` if needed and prove it takes a file, so a bad --out fails before training."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise ConfigError(
+            f"cannot write to output directory {path}: {reason}; choose another --out"
+        ) from None
+
+
+def prepare_new_run_dir(path: Path, *, overwrite: bool) -> Path:
+    """Create the directory of a new run; refuse one that already holds a run unless ``overwrite``."""
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"--out {path} is a file, not a directory; choose another --out")
+    existing = [p for p in (*RUN_FILES, CKPT_DIR) if (path / p).exists()]
+    if existing and not overwrite:
+        raise ConfigError(
+            f"{path} already holds a run ({existing[0]}); use --resume {path} to continue it, "
+            "--overwrite to replace it, or another --out"
+        )
+    check_writable(path)
+    if existing:  # --overwrite: remove reslab's own files only, never anything else in the directory
+        import shutil
+
+        for name in existing:
+            target = path / name
+            shutil.rmtree(target) if target.is_dir() else target.unlink()
+        fsync_dir(path)
+    return path

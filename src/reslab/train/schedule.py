@@ -1,0 +1,68 @@
+"""The learning rate as a pure function of the iteration: nothing to save, exact on resume."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from reslab.train.config import TrainConfig
+
+
+@dataclass(frozen=True)
+class LrPlan:
+    """Everything ``lr_at`` needs, resolved from a config once the run length is known."""
+
+    total: int  # optimizer steps in the whole run
+    base_lr: float
+    schedule: str  # step | cosine | onecycle
+    warmup_iters: int
+    warmup_lr: float
+    warmup: str  # linear | constant
+    milestones: tuple[float, ...]  # fractions of total (step schedule)
+    gamma: float
+
+
+def make_plan(cfg: TrainConfig, *, total: int, steps_per_epoch: int, depth: int) -> LrPlan:
+    """Resolve warm-up length and schedule for ``cfg`` over ``total`` steps of a ``depth``-layer model."""
+    # 1) warm-up length: explicit iterations win over epochs
+    warm = cfg.warmup_iters if cfg.warmup_iters is not None else round(cfg.warmup_epochs * steps_per_epoch)
+    # 2) the paper warms up only its 110-layer net (Sec. 4.2)
+    if depth < cfg.warmup_min_depth:
+        warm = 0
+    # 3) one-cycle needs a rising phase: a quarter of the run when none is set
+    if cfg.schedule == "onecycle" and warm == 0:
+        warm = max(1, total // 4)
+    return LrPlan(
+        total=total,
+        base_lr=cfg.lr,
+        schedule=cfg.schedule,
+        warmup_iters=min(warm, total),
+        warmup_lr=cfg.warmup_lr,
+        warmup=cfg.warmup,
+        milestones=tuple(cfg.milestones),
+        gamma=cfg.gamma,
+    )
+
+
+def lr_at(it: int, plan: LrPlan) -> float:
+    """Learning rate for optimizer step ``it`` (0-based)."""
+    # 1) warm-up: linear from warmup_lr to base_lr, or the paper's constant low lr
+    if it < plan.warmup_iters:
+        if plan.warmup == "constant":
+            return plan.warmup_lr
+        return plan.warmup_lr + (plan.base_lr - plan.warmup_lr) * (it + 1) / plan.warmup_iters
+    # 2) step: milestones are fractions of the whole run, as the paper's 32k/48k of 64k
+    if plan.schedule == "step":
+        passed = sum(it >= round(m * plan.total) for m in plan.milestones)
+        return plan.base_lr * plan.gamma**passed
+    # 3) cosine / one-cycle decay over the steps after warm-up, to 0 at the end
+    progress = (it - plan.warmup_iters) / max(1, plan.total - plan.warmup_iters)
+    if plan.schedule == "cosine":
+        return plan.base_lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return plan.base_lr * (1.0 - progress)  # onecycle: linear down after the linear rise
+
+
+def lr_curve(plan: LrPlan, points: Sequence[int]) -> list[float]:
+    """``lr_at`` at several iterations (for plots and tests)."""
+    return [lr_at(i, plan) for i in points]
