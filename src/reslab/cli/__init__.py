@@ -41,7 +41,9 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     from reslab import __version__
 
-    parser = _Parser(prog="reslab", description="Build, train and study residual networks and their plain twins.")
+    parser = _Parser(
+        prog="reslab", description="Build, train and study residual networks and their plain twins."
+    )
     parser.add_argument("--version", action="version", version=f"reslab {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in COMMANDS:
