@@ -40,8 +40,12 @@ def init_weights(model: nn.Module, *, zero_init_residual: bool = False) -> None:
     """Initialise every layer of ``model``, with the reason for each choice.
 
     1. Conv: Kaiming normal, fan_out, ReLU gain (He et al. 2015 "Delving deep", as torchvision's ResNet).
-    2. Hidden Linear (MLP): Kaiming normal, fan_in, ReLU gain, zero bias: keeps activations' variance through
-       ReLU layers. The classifier ``fc`` keeps PyTorch's default, as torchvision does.
+    2. Linear (the lecture's dense MLP, and every classifier ``fc``): PyTorch's default init, as a plain
+       ``nn.Linear`` stack has it (the lecture's setting). Without normalisation this is what makes a deep
+       plain MLP's gradients vanish (each layer scales the signal by about 1/sqrt(6)), while the residual
+       twin keeps them: its identity path carries the signal. Kaiming fan_in would hide the first effect and,
+       summed over 64 residual branches with no normalisation, make activations explode (variance doubles
+       per block).
     3. BatchNorm: weight 1, bias 0 (start as a plain standardisation).
     4. ``zero_init_residual``: zero the last layer of each residual branch (last BN gamma, or last conv for
        pre-activation blocks) so every residual block starts as the identity (Goyal et al. 2017). It is
@@ -49,14 +53,9 @@ def init_weights(model: nn.Module, *, zero_init_residual: bool = False) -> None:
     """
     if any(p.is_meta for p in model.parameters()):
         return  # shapes only (counting, summaries): there are no values to initialise
-    classifier = getattr(model, "fc", None)
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(m, nn.Linear) and m is not classifier:
-            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
         elif isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)

@@ -1,0 +1,150 @@
+"""What the analyses look at: a trained run directory or a fresh model by name, plus a fixed batch of data.
+
+Every command of :mod:`reslab.analysis` takes entries that are either a run directory made by
+``reslab train`` (trained weights, its own normalisation) or a registry name (a fresh model, normalised with
+the dataset's channel statistics). :func:`load_subjects` turns them into :class:`Subject` s on one dataset.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from reslab.data import ArrayDataset, load_dataset
+from reslab.data.loader import Normalization
+from reslab.errors import ConfigError
+
+
+@dataclass
+class Subject:
+    """One network to analyse, with what is needed to feed it data."""
+
+    label: str  # short name for legends and tables: the model name, or the run directory's name
+    model_name: str  # registry name, e.g. "plain56"
+    model: nn.Module
+    residual: bool
+    depth: int
+    family: str
+    trained: bool  # False: a fresh model at initialisation
+    norm: Normalization  # applied to uint8 images before the model
+    source: str  # the run directory, or "fresh (at initialisation)"
+
+
+def _is_run(entry: str) -> bool:
+    return Path(entry).expanduser().exists() or "/" in entry or entry.endswith((".safetensors", ".json"))
+
+
+def run_dataset(entries: list[str]) -> tuple[str | None, str | None]:
+    """(dataset, data_dir) the first run directory among ``entries`` was trained on, or (None, None)."""
+    from reslab.train.rundir import CONFIG
+    from reslab.train.runs import read_run_config
+
+    for entry in entries:
+        path = Path(entry).expanduser()
+        if path.is_dir():
+            cfg = read_run_config(path / CONFIG)["config"]
+            return cfg.get("dataset"), cfg.get("data_dir")
+    return None, None
+
+
+def load_subjects(
+    entries: list[str],
+    ds: ArrayDataset,
+    *,
+    seed: int = 0,
+) -> list[Subject]:
+    """Load run directories and build fresh models (seeded, shaped for ``ds``), in the order given.
+
+    Raises:
+        ConfigError: an empty list, an unknown model name, a missing run directory, or a run whose input
+            does not fit ``ds``.
+    """
+    from reslab.models import build_model, model_info
+    from reslab.train import load_run
+
+    if not entries:
+        raise ConfigError("no models given; pass model names (e.g. plain20,resnet20) or run directories")
+    subjects: list[Subject] = []
+    fresh_norm: Normalization | None = None
+    for entry in entries:
+        if _is_run(entry):
+            path = Path(entry).expanduser()
+            if not path.exists():
+                raise ConfigError(
+                    f"run directory {entry} does not exist; pass a run directory or a model name"
+                )
+            model, info = load_run(path)
+            if tuple(info.input_shape) != ds.image_shape or len(info.classes) != ds.num_classes:
+                raise ConfigError(
+                    f"{entry} was trained on {len(info.classes)} classes of {tuple(info.input_shape)} "
+                    "images, "
+                    f"but {ds.name} has {ds.num_classes} of {ds.image_shape}; pick a matching --dataset"
+                )
+            spec = model_info(info.config.model)
+            label = path.name if path.is_dir() else path.stem
+            subjects.append(
+                Subject(
+                    label,
+                    info.config.model,
+                    model,
+                    spec.residual,
+                    spec.depth,
+                    spec.family,
+                    True,
+                    info.norm,
+                    str(path),
+                )
+            )
+            continue
+        spec = model_info(entry)  # ConfigError with close matches for a typo
+        torch.manual_seed(seed)  # the same seed gives plain and residual twins comparable draws
+        model = build_model(entry, num_classes=ds.num_classes, input_shape=ds.image_shape)
+        if fresh_norm is None:
+            fresh_norm = Normalization.from_dataset(ds, "channel")
+        subjects.append(
+            Subject(
+                entry,
+                entry,
+                model,
+                spec.residual,
+                spec.depth,
+                spec.family,
+                False,
+                fresh_norm,
+                "fresh (at initialisation)",
+            )
+        )
+    for s in subjects:
+        # Checkpointing recomputes blocks, so forward hooks would fire twice: analyses need it off.
+        if hasattr(s.model, "activation_checkpointing"):
+            s.model.activation_checkpointing = False
+    return subjects
+
+
+def split_entries(values: list[str]) -> list[str]:
+    """``["a,b", "runs/x"]`` -> ``["a", "b", "runs/x"]``: names may be comma-separated or separate args."""
+    return [part.strip() for value in values for part in value.split(",") if part.strip()]
+
+
+def open_dataset(
+    dataset: str | None, entries: list[str], data_dir: str | None, *, download: bool = True
+) -> ArrayDataset:
+    """The dataset to analyse on: ``--dataset`` if given, else the first run's own, else ``mnist5k``."""
+    run_ds, run_dir = run_dataset(entries)
+    return load_dataset(dataset or run_ds or "mnist5k", data_dir or run_dir, download=download)
+
+
+def fixed_batch(
+    ds: ArrayDataset, norm: Normalization, n: int, *, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A fixed, seeded subset of ``n`` training images (normalised, float32) and their labels.
+
+    Every analysis of a set of models looks at the same images, so their numbers compare like for like.
+    Returns ``x`` (n, C, H, W) and ``y`` (n,); ``n`` is capped at the size of the train split.
+    """
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(ds.train_x.shape[0], generator=g)[: max(1, n)]
+    return norm.apply(ds.train_x[idx]), ds.train_y[idx]

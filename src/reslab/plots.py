@@ -1,0 +1,303 @@
+"""Every matplotlib figure of reslab, one function per figure, sharing one style.
+
+Each figure function takes plain data (lists of numbers or the analysis dataclasses), writes one PNG and
+returns its path. :func:`figure` and :func:`save` hold the shared style, so a figure added here later (the
+compare experiment's) looks like the others: plain is always dashed orange-red, residual solid blue.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display: works on servers and in CI; set here and nowhere else
+
+import matplotlib.pyplot as plt
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    from reslab.analysis.gradients import GradientProfile
+    from reslab.analysis.landscape import Landscape
+    from reslab.analysis.responses import ResponseProfile
+
+DPI = 110  # small PNGs that still read well in a README
+PLAIN_COLORS = ("#d95f02", "#e7298a", "#a6761d", "#e6ab02")  # warm: plain nets
+RESIDUAL_COLORS = ("#1b6ac9", "#1b9e77", "#7570b3", "#66a61e")  # cool: residual nets
+
+
+def figure(ncols: int = 1, nrows: int = 1, *, width: float = 5.2, height: float = 3.8) -> tuple[Figure, Any]:
+    """A figure of ``nrows x ncols`` panels of ``width x height`` inches each, in the project's style."""
+    plt.rcParams.update({"axes.grid": True, "grid.alpha": 0.3, "font.size": 9, "axes.titlesize": 10})
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False)
+    return fig, axes
+
+
+def save(fig: Figure, path: str | Path, title: str | None = None) -> Path:
+    """Add the suptitle, lay out, write the PNG at :data:`DPI` and close the figure (no leaks in loops)."""
+    if title:
+        fig.suptitle(title, fontsize=11, fontweight="bold")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def style_for(residual: bool, index: int) -> dict[str, Any]:
+    """Style of the ``index``-th plain or residual series: plain dashed and warm, residual solid and cool."""
+    colors = RESIDUAL_COLORS if residual else PLAIN_COLORS
+    return {"color": colors[index % len(colors)], "linestyle": "-" if residual else "--"}
+
+
+def _styles(items: Sequence[Any]) -> list[dict[str, Any]]:
+    counts = {True: 0, False: 0}
+    out = []
+    for item in items:
+        out.append(style_for(item.residual, counts[item.residual]))
+        counts[item.residual] += 1
+    return out
+
+
+def _positive(values: Sequence[float], floor: float) -> list[float]:
+    # Log axes cannot show 0 (a fully vanished or dead layer): draw it at the floor, marked in the legend.
+    return [v if v > 0 and math.isfinite(v) else floor for v in values]
+
+
+def gradients_figure(profiles: Sequence[GradientProfile], path: str | Path) -> Path:
+    """``gradients.png``: log ||dL/dW|| per weight layer (left) and ||dL/d(block output)|| per block (right).
+
+    One line per model and snapshot: solid/dashed for residual/plain, thick for the start, thin with dots
+    for after K steps.
+    """
+    fig, axes = figure(2, width=5.6, height=4.0)
+    ax_w, ax_b = axes[0]
+    every = [v for p in profiles for s in p.snapshots for v in s.weight_grad_norms + s.block_grad_norms]
+    finite = [v for v in every if v > 0 and math.isfinite(v)]
+    floor = min(finite) / 10 if finite else 1e-30
+    for p, st in zip(profiles, _styles(profiles)):
+        for s in p.snapshots:
+            start = s.step == 0
+            when = ("trained" if p.trained else "init") if start else f"after {s.step} steps"
+            kw = dict(st, linewidth=2.0 if start else 1.0, alpha=1.0 if start else 0.8)
+            if not start:
+                kw["marker"] = "."
+            name = f"{p.label} ({when})"
+            ax_w.plot(
+                range(len(s.weight_grad_norms)), _positive(s.weight_grad_norms, floor), label=name, **kw
+            )
+            ax_b.plot(range(1, len(s.block_grad_norms) + 1), _positive(s.block_grad_norms, floor), **kw)
+    ax_w.set(yscale="log", xlabel="weight layer (0 = input layer, last = classifier)", ylabel="‖∂L/∂W‖")
+    ax_w.set_title("gradient w.r.t. each layer's weights")
+    ax_b.set(yscale="log", xlabel="block (input side → output side)", ylabel="‖∂L/∂(block output)‖")
+    ax_b.set_title("gradient w.r.t. each block's output activation")
+    fig.legend(
+        *ax_w.get_legend_handles_labels(), loc="lower center", ncol=min(4, 2 * len(profiles)), fontsize=8
+    )
+    title = "Gradient norm vs depth: plain (dashed) vs residual (solid)"
+    fig.suptitle(title, fontsize=11, fontweight="bold")
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.savefig(Path(path), dpi=DPI)
+    plt.close(fig)
+    return Path(path)
+
+
+def responses_figure(profiles: Sequence[ResponseProfile], path: str | Path) -> Path:
+    """``responses.png`` (He et al. 2015, Fig. 7): std of each block's branch output, in layer order (left)
+    and sorted by magnitude (right); plain dashed, residual solid."""
+    fig, axes = figure(2, width=5.4, height=3.9)
+    ax_o, ax_s = axes[0]
+    for p, st in zip(profiles, _styles(profiles)):
+        name = f"{p.label} ({'trained' if p.trained else 'init'})"
+        xs = range(1, len(p.stds) + 1)
+        ax_o.plot(xs, p.stds, marker=".", label=name, **st)
+        ax_s.plot(xs, sorted(p.stds, reverse=True), marker=".", **st)
+    ax_o.set(xlabel="block index (original order)", ylabel="std of branch output F(x)")
+    ax_o.set_title("layer responses in depth order")
+    ax_s.set(xlabel="rank (sorted by magnitude)", ylabel="std of branch output F(x)")
+    ax_s.set_title("layer responses sorted by magnitude")
+    ax_o.legend(fontsize=8)
+    return save(fig, path, "Layer responses: std of each block's branch output F(x) (He et al. 2015, Fig. 7)")
+
+
+def landscape_figure(maps: Sequence[Landscape], path: str | Path) -> Path:
+    """``landscape.png``: top, one 2D contour per model on a shared colour scale (log of the loss); bottom,
+    all 1D slices together on a log axis."""
+    import numpy as np
+
+    n = len(maps)
+    fig = plt.figure(figsize=(4.2 * max(n, 2) + 1.0, 7.8), layout="constrained")
+    grid = fig.add_gridspec(2, max(n, 1), height_ratios=(1.2, 1.0))
+    all_losses = np.array([m.losses for m in maps], dtype=np.float64)
+    valid = all_losses[np.isfinite(all_losses)]
+    # One colour scale for every panel, so plain and residual are read on the same terms; log levels
+    # because a plain net's loss often grows by orders of magnitude away from w0.
+    lo = max(float(valid.min()) if valid.size else 1e-3, 1e-3)
+    hi = max(float(valid.max()) if valid.size else 10.0, lo * 1.01)
+    levels = np.geomspace(lo, hi, 25)
+    norm = matplotlib.colors.LogNorm(vmin=lo, vmax=hi)
+    contour, top_axes = None, []
+    for k, m in enumerate(maps):
+        ax: Axes = fig.add_subplot(grid[0, k])
+        z = np.clip(np.nan_to_num(np.array(m.losses), nan=hi, posinf=hi), lo, hi)
+        contour = ax.contourf(m.coords, m.coords, z, levels=levels, norm=norm, cmap="viridis")
+        ax.contour(m.coords, m.coords, z, levels=levels[::3], colors="white", linewidths=0.4, alpha=0.6)
+        ax.plot(0, 0, marker="*", color="red", markersize=9, linestyle="none")
+        kind = "residual" if m.residual else "plain"
+        ax.set_title(f"{m.label} ({kind})\nloss at w0 (red star) = {m.center_loss:.3g}")
+        ax.set(xlabel="direction 1 (α)", ylabel="direction 2 (β)", aspect="equal")
+        ax.grid(False)
+        top_axes.append(ax)
+    if contour is not None:
+        ticks = np.geomspace(lo, hi, 6)
+        cbar = fig.colorbar(contour, ax=top_axes, shrink=0.9, ticks=ticks)
+        cbar.ax.set_yticklabels([f"{t:.3g}" for t in ticks])
+        cbar.ax.minorticks_off()
+        cbar.set_label("training loss (log colour scale, shared)")
+    ax1: Axes = fig.add_subplot(grid[1, :])
+    for m, st in zip(maps, _styles(maps)):
+        ax1.plot(
+            m.coords,
+            m.slice_1d,
+            marker=".",
+            label=f"{m.label} ({'residual' if m.residual else 'plain'})",
+            **st,
+        )
+    ax1.set(
+        yscale="log",
+        xlabel="step along direction 1 (α), in units of filter-normalised ‖w‖",
+        ylabel="training loss",
+    )
+    ax1.set_title("1D slice through w0 (β = 0)")
+    ax1.legend(fontsize=8)
+    fig.suptitle(
+        "Loss landscape around the weights, filter-normalised random directions (Li et al. 2018)",
+        fontsize=11,
+        fontweight="bold",
+    )
+    fig.savefig(Path(path), dpi=DPI)
+    plt.close(fig)
+    return Path(path)
+
+
+# --- reslab compare: the degradation experiment (He et al. 2015, Fig. 1 and Fig. 6) ---------------------
+
+DEPTH_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")
+
+
+def _seed_mean_curve(runs: Sequence[Any], key: str) -> tuple[list[int], list[float]]:
+    """(iterations, mean of ``key`` in % over the runs' histories) at the iterations every run logged."""
+    per_run = [
+        {int(h["iteration"]): float(h[key]) for h in r.history if h.get(key) is not None} for r in runs
+    ]
+    common = sorted(set.intersection(*(set(p) for p in per_run))) if per_run else []
+    return common, [100 * sum(p[i] for p in per_run) / len(per_run) for i in common]
+
+
+def compare_curves_figure(records: Sequence[Any], path: str | Path, *, subject: str = "") -> Path:
+    """``curves.png``, laid out as He et al. 2015, Fig. 6: error vs iterations, plain left, residual right.
+
+    ``records``: objects with ``kind`` ("plain" | "residual"), ``depth`` and ``history`` (metrics.jsonl
+    records), e.g. :class:`reslab.experiments.RunRecord`; seeds of one depth and kind are averaged. Training
+    error (thin, dashed; in train mode, averaged over each evaluation interval) and test error (bold); one
+    colour per depth on both panels, which share the y-axis.
+    """
+    depths = sorted({r.depth for r in records})
+    color = {d: DEPTH_COLORS[i % len(DEPTH_COLORS)] for i, d in enumerate(depths)}
+    fig, axes = figure(2, width=5.0, height=3.9)
+    shown: list[float] = []
+    for ax, kind in zip(axes[0], ("plain", "residual")):
+        name = "plain" if kind == "plain" else "ResNet"
+        for d in depths:
+            runs = [r for r in records if r.kind == kind and r.depth == d]
+            if not runs:
+                continue
+            it_tr, tr = _seed_mean_curve(runs, "train_error")
+            it_te, te = _seed_mean_curve(runs, "test_error")
+            ax.plot(it_tr, tr, color=color[d], linestyle="--", linewidth=1.0, alpha=0.9)
+            ax.plot(it_te, te, color=color[d], linewidth=2.2, label=f"{name}-{d}")
+            shown += tr[1:] + te[1:]  # the first point (mostly warm-up) may leave the chart, as in Fig. 6
+        seeds = len({r.seed for r in records})
+        per = f", mean of {seeds} seeds" if seeds > 1 else ""
+        ax.set_title(f"{kind} nets: training (dashed) and test (bold) error{per}")
+        ax.set(xlabel="iterations (optimizer steps)", ylabel="error (%)")
+        ax.legend(fontsize=8, title="colour = depth", title_fontsize=8)
+    top = max(shown, default=10.0)
+    axes[0][0].set_ylim(0, min(100.0, max(5.0, 1.15 * top)))
+    for ax in axes[0][1:]:
+        ax.sharey(axes[0][0])
+    title = "Plain vs residual nets: error during training"
+    return save(fig, path, f"{title} ({subject})" if subject else title)
+
+
+def error_vs_depth_figure(
+    records: Sequence[Any],
+    path: str | Path,
+    *,
+    subject: str = "",
+    depth_label: str = "number of layers",
+    show_test: bool = True,
+) -> Path:
+    """``error_vs_depth.png``: final training error (eval mode, whole training split) vs depth, plain vs
+    residual, mean ± std band over seeds (lines and markers only for one seed); test error dotted.
+
+    ``records``: objects with ``kind``, ``depth``, ``seed``, ``final_train_error`` and ``final_test_error``.
+    """
+    fig, axes = figure(1, width=7.4, height=4.4)
+    ax = axes[0][0]
+    seeds = len({r.seed for r in records})
+    for kind, marker in (("plain", "o"), ("residual", "s")):
+        depths = sorted({r.depth for r in records if r.kind == kind})
+        if not depths:
+            continue
+        st = style_for(kind == "residual", 0)
+        for key, what in (("final_train_error", "training"), ("final_test_error", "test")):
+            if what == "test" and not show_test:
+                continue
+            groups = [
+                [100 * getattr(r, key) for r in records if r.kind == kind and r.depth == d] for d in depths
+            ]
+            mean = [sum(g) / len(g) for g in groups]
+            std = [
+                math.sqrt(sum((v - m) ** 2 for v in g) / (len(g) - 1)) if len(g) > 1 else 0.0
+                for g, m in zip(groups, mean)
+            ]
+            if what == "training":
+                ax.plot(depths, mean, marker=marker, linewidth=2.0, label=f"{kind}: training error", **st)
+                if seeds > 1:
+                    lo = [max(m - s, 0.0) for m, s in zip(mean, std)]
+                    ax.fill_between(
+                        depths,
+                        lo,
+                        [m + s for m, s in zip(mean, std)],
+                        color=st["color"],
+                        alpha=0.18,
+                        linewidth=0,
+                    )
+            else:
+                ax.plot(
+                    depths,
+                    mean,
+                    marker=marker,
+                    markersize=4,
+                    linewidth=1.0,
+                    alpha=0.6,
+                    color=st["color"],
+                    linestyle=":",
+                    label=f"{kind}: test error",
+                )
+    all_depths = sorted({r.depth for r in records})
+    ax.set_xticks(all_depths)
+    ax.set_ylim(bottom=0)
+    ax.set(xlabel=depth_label, ylabel="final error (%)")
+    band = f"mean ± std band over {seeds} seeds" if seeds > 1 else "one seed"
+    what = "bold: training error (eval mode, whole training split)"
+    ax.set_title(f"{what}; dotted: test error; {band}", fontsize=9)
+    ax.legend(fontsize=8)
+    title = "Final error vs depth, plain vs residual"
+    return save(fig, path, f"{title} ({subject})" if subject else title)
