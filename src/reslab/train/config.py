@@ -69,7 +69,11 @@ class TrainConfig:
     precision: Precision = "auto"  # auto = bf16 autocast on CUDA and on CPUs with native bf16, else fp32
     channels_last: bool | None = None  # None = on for cpu/cuda (faster convs there), off for mps
     compile: bool = False  # torch.compile the model; pays off on long runs only
+    activation_checkpointing: bool = False  # recompute blocks in backward: far less memory, ~1/3 slower
     num_threads: int | None = None  # torch intra-op threads; None = torch's default
+    # --- data-parallel (torchrun / --nproc; see reslab.train.distributed)
+    sync_bn: bool = False  # BN statistics over the global batch, not each rank's shard (small shards: on)
+    dist_timeout_s: float = 600.0  # a collective waiting longer than this fails the run instead of hanging
     # --- run directory, evaluation and logging
     out: str | None = None  # None = runs/<model>-<dataset>-<timestamp>
     resume: str | None = None  # continue this run directory from its last checkpoint
@@ -93,6 +97,10 @@ class TrainConfig:
             _positive_int(self.num_threads, "--num-threads")
         if self.val_split is not None:
             _positive_int(self.val_split, "--val-split")
+        if not (math.isfinite(self.dist_timeout_s) and self.dist_timeout_s > 0):
+            raise ConfigError(
+                f"--dist-timeout must be a positive number of seconds, got {self.dist_timeout_s}"
+            )
         if self.warmup_iters is not None and self.warmup_iters < 0:
             raise ConfigError(f"--warmup-iters must be >= 0, got {self.warmup_iters}")
         for name, value in (("--lr", self.lr), ("--warmup-epochs", self.warmup_epochs)):

@@ -19,14 +19,29 @@ import torch.nn.functional as F
 
 from reslab.data.loader import DeviceLoader, Normalization
 from reslab.errors import CheckpointError, ConfigError, TrainingError
-from reslab.train import rundir
+from reslab.train import distributed, rundir
 from reslab.train.checkpoint import load_latest_checkpoint, save_checkpoint, weights_bytes
 from reslab.train.config import TrainConfig
 from reslab.train.evaluate import EvalResult, evaluate
-from reslab.train.guards import FiniteWatch, InterruptGuard
+from reslab.train.guards import FiniteWatch, InterruptGuard, grads_finite
+from reslab.train.memory import (
+    available_memory,
+    check_fits,
+    estimate_training_memory,
+    is_out_of_memory,
+    oom_error,
+)
 from reslab.train.progress import Progress
 from reslab.train.runs import read_run_config, run_metadata
-from reslab.train.runtime import Runtime, autocast, resolve_runtime, rng_state, seed_everything, set_rng_state
+from reslab.train.runtime import (
+    Runtime,
+    autocast,
+    make_sgd,
+    resolve_runtime,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+)
 from reslab.train.schedule import lr_at, make_plan
 
 Callback = Callable[[dict[str, Any]], None]
@@ -102,7 +117,7 @@ class _Interval:
 
 def _nan_error(iteration: int, run_dir: Path) -> TrainingError:
     return TrainingError(
-        f"loss became NaN/inf at iteration {iteration}; try a lower --lr or --warmup-epochs "
+        f"loss or gradients became NaN/inf at iteration {iteration}; try a lower --lr or --warmup-epochs "
         "(or --grad-clip); "
         f"the last good checkpoint in {run_dir / rundir.CKPT_DIR} is kept"
     )
@@ -120,9 +135,15 @@ def train(cfg: TrainConfig, *, callback: Callback | None = None, runtime: Runtim
 
     # 1) check everything that can be checked before any work
     cfg.validate()
+    if runtime is None and distributed.launched_by_torchrun():  # a torchrun worker: join the group first
+        with distributed.session(cfg) as rt:
+            return train(cfg, callback=callback, runtime=rt)
     rt = runtime or resolve_runtime(cfg)
     depth = model_info(cfg.model).depth  # ConfigError for an unknown model, before data loading
-    run_dir, saved = _open_run_dir(cfg, is_main=rt.is_main)
+    if rt.world_size > 1:  # rank 0 picks (and creates) the run directory, the others are told
+        run_dir, saved = distributed.agree_run_dir(cfg, rt, _open_run_dir)
+    else:
+        run_dir, saved = _open_run_dir(cfg, is_main=rt.is_main)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     seed_everything(cfg.seed)
@@ -151,17 +172,41 @@ def train(cfg: TrainConfig, *, callback: Callback | None = None, runtime: Runtim
         world_size=rt.world_size,
         **common,  # type: ignore[arg-type]
     )
-    # Evaluation loaders share the device copies (``.to`` is then a no-op).
-    eval_train = DeviceLoader(train_loader.images, train_loader.labels, **common)  # type: ignore[arg-type]
-    eval_test = DeviceLoader(ds.test_x, ds.test_y, **common)  # type: ignore[arg-type]
+    # Evaluation loaders share the device copies (``.to`` is then a no-op); under DDP each rank evaluates
+    # a disjoint shard and ``evaluate(distributed=True)`` sums over ranks.
+    shard = dict(rank=rt.rank, world_size=rt.world_size)
+    eval_train = DeviceLoader(train_loader.images, train_loader.labels, **common, **shard)  # type: ignore[arg-type]
+    eval_test = DeviceLoader(ds.test_x, ds.test_y, **common, **shard)  # type: ignore[arg-type]
+    dist_eval = rt.world_size > 1
 
     # 3) model and optimiser (SGD with momentum, as the paper)
-    model = build_model(cfg.model, num_classes=ds.num_classes, input_shape=ds.image_shape, **cfg.model_kwargs)
+    def build() -> torch.nn.Module:
+        kwargs = {"activation_checkpointing": cfg.activation_checkpointing, **cfg.model_kwargs}
+        return build_model(cfg.model, num_classes=ds.num_classes, input_shape=ds.image_shape, **kwargs)
+
+    model = build()
+    # Refuse a batch that cannot fit before the first step (a CPU run past RAM is SIGKILLed, silently).
+    mem = estimate_training_memory(
+        build, ds.image_shape, max(cfg.batch_size // rt.world_size, 1), amp_dtype=rt.amp_dtype
+    )
+    check_fits(
+        mem,
+        available_memory(rt.device),
+        batch_size=cfg.batch_size,
+        device=rt.device,
+        checkpointing=cfg.activation_checkpointing,
+        warn=None if rt.is_main else (lambda _: None),
+    )
+    if rt.is_main:  # three checkpoints (weights + momentum) exist for a moment, plus the run's weights
+        param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+        rundir.check_free_space(run_dir, 8 * param_bytes + 2**20)
     model = model.to(
         rt.device, memory_format=torch.channels_last if rt.channels_last else torch.preserve_format
     )
+    if rt.world_size > 1:  # SyncBatchNorm swap (--sync-bn) before the optimizer sees the parameters
+        model = distributed.prepare_model(model, rt, sync_bn=cfg.sync_bn)
     params = sum(p.numel() for p in model.parameters())
-    opt = torch.optim.SGD(
+    opt = make_sgd(
         model.parameters(),
         lr=cfg.lr,
         momentum=cfg.momentum,
@@ -192,6 +237,8 @@ def train(cfg: TrainConfig, *, callback: Callback | None = None, runtime: Runtim
                 int(state["interval"]["images"]),
                 int(state["interval"]["steps"]),
             )
+            if not rt.is_main:  # rank 0's figures only (Ctrl-C checkpoint): counted once, by rank 0
+                interval = _Interval.zeros(rt.device)
         except (KeyError, TypeError, ValueError, RuntimeError) as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise CheckpointError(f"checkpoint {ckpt} does not fit this run: {first}") from None
@@ -202,6 +249,8 @@ def train(cfg: TrainConfig, *, callback: Callback | None = None, runtime: Runtim
             "device": str(rt.device),
             "precision": rt.precision,
             "channels_last": rt.channels_last,
+            "estimated_memory_bytes": mem.total if mem is not None else None,
+            "world_size": rt.world_size,  # processes of a data-parallel run (1 = single process)
         }
         meta = run_metadata(
             saved_cfg,
@@ -215,6 +264,8 @@ def train(cfg: TrainConfig, *, callback: Callback | None = None, runtime: Runtim
         )
         rundir.atomic_write_json(run_dir / rundir.CONFIG, meta)
     fwd = torch.compile(model) if cfg.compile else model
+    # Training steps go through DDP (gradient averaging); evaluation uses ``fwd`` itself on each rank's shard.
+    step_fwd = distributed.wrap_ddp(fwd, rt) if rt.world_size > 1 else fwd
 
     def checkpoint(at: int) -> None:
         if not rt.is_main:
@@ -245,11 +296,13 @@ def train(cfg: TrainConfig, *, callback: Callback | None = None, runtime: Runtim
         bad = watch.poll()
         if bad is not None:
             raise _nan_error(bad, run_dir)
+        if rt.world_size > 1:
+            distributed.reduce_interval(interval)  # the training figures of the global batches
         n = max(interval.images, 1)
         train_loss = float(interval.loss_sum) / n  # the host sync of this interval
         train_error = (interval.images - int(interval.correct)) / n
         images_per_s = interval.images / max(time.perf_counter() - interval.started, 1e-9)
-        test = evaluate(fwd, eval_test, amp_dtype=rt.amp_dtype)
+        test = evaluate(fwd, eval_test, amp_dtype=rt.amp_dtype, distributed=dist_eval)
         metrics = {
             "iteration": at,
             "epoch": round(at / steps_per_epoch, 4),
@@ -263,10 +316,13 @@ def train(cfg: TrainConfig, *, callback: Callback | None = None, runtime: Runtim
             "seconds": round(seconds_before + time.perf_counter() - started, 3),
         }
         interval = _Interval.zeros(rt.device)
-        checkpoint(at)
         history.append(metrics)
         if rt.is_main:
+            # The line before the checkpoint: a crash between the two leaves a line past the last
+            # checkpoint, which resume drops and redoes; the other order would lose this line for good.
             rundir.append_jsonl(run_dir / rundir.METRICS, metrics)
+        checkpoint(at)
+        if rt.is_main:
             progress.log(metrics)
         if callback is not None:
             callback({**metrics, "total_iterations": total})
@@ -290,7 +346,7 @@ def train(cfg: TrainConfig, *, callback: Callback | None = None, runtime: Runtim
                     for group in opt.param_groups:
                         group["lr"] = lr
                     with autocast(rt):
-                        logits = fwd(x)  # (B, K)
+                        logits = step_fwd(x)  # (B, K)
                         loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
                     opt.zero_grad(set_to_none=True)
                     (scaler.scale(loss) if scaler is not None else loss).backward()
@@ -301,6 +357,8 @@ def train(cfg: TrainConfig, *, callback: Callback | None = None, runtime: Runtim
                         norm_ = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                         if scaler is None:  # with a GradScaler, inf grads are expected and skipped by it
                             finite = finite & torch.isfinite(norm_)
+                    elif scaler is None:  # inf/NaN grads under a finite loss would poison the weights
+                        finite = finite & grads_finite(model.parameters())
                     bad = watch.push(it + 1, finite)
                     if bad is not None:
                         raise _nan_error(bad, run_dir)
@@ -336,18 +394,16 @@ def train(cfg: TrainConfig, *, callback: Callback | None = None, runtime: Runtim
                         raise KeyboardInterrupt
                     if it >= total:
                         break
-    except (torch.OutOfMemoryError, RuntimeError) as err:
-        if not isinstance(err, torch.OutOfMemoryError) and "can't allocate memory" not in str(err):
+    except (RuntimeError, MemoryError) as err:  # torch.OutOfMemoryError is a RuntimeError
+        if not is_out_of_memory(err):
             raise
-        raise TrainingError(
-            f"out of memory at --batch-size {cfg.batch_size} on {rt.device}; try a smaller --batch-size"
-        ) from None
+        raise oom_error(cfg.batch_size, rt.device, cfg.activation_checkpointing) from None
     finally:
         progress.close()
 
     # 6) final figures: the training error in eval mode on the whole train split (paper, Fig. 1 and 6)
-    final_train = evaluate(fwd, eval_train, amp_dtype=rt.amp_dtype)
-    final_test: EvalResult = evaluate(fwd, eval_test, amp_dtype=rt.amp_dtype)
+    final_train = evaluate(fwd, eval_train, amp_dtype=rt.amp_dtype, distributed=dist_eval)
+    final_test: EvalResult = evaluate(fwd, eval_test, amp_dtype=rt.amp_dtype, distributed=dist_eval)
     result = RunResult(
         run_dir=run_dir,
         model=cfg.model,

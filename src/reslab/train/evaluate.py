@@ -24,14 +24,25 @@ def evaluate(
     loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
     *,
     amp_dtype: torch.dtype | None = None,
+    distributed: bool = False,
 ) -> EvalResult:
-    """Evaluate in eval mode (BN running statistics); restores the model's train/eval mode afterwards."""
+    """Evaluate in eval mode (BN running statistics); restores the model's train/eval mode afterwards.
+
+    ``distributed``: every rank calls this with its own disjoint shard of the split (and the plain model, not
+    the DDP wrapper); it evaluates rank 0's buffers and returns the figures of the whole split on every rank.
+    """
+    if distributed:
+        from reslab.train.distributed import broadcast_buffers
+
+        broadcast_buffers(model)
     was_training = model.training
     model.eval()
     loss_sum = correct1 = correct5 = None
     n = 0
     try:
         for x, y in loader:
+            if y.numel() == 0:  # a rank's shard of a split smaller than the world size
+                continue
             ctx = (
                 torch.autocast(device_type=x.device.type, dtype=amp_dtype)
                 if amp_dtype is not None
@@ -52,6 +63,14 @@ def evaluate(
             n += int(y.shape[0])
     finally:
         model.train(was_training)
+    if distributed:  # sums over ranks (loss, top-1 hits, top-5 hits, images) in one all_reduce
+        from reslab.train.distributed import all_reduce_sum
+
+        zero = torch.zeros((), device=next(iter(model.parameters())).device)
+        parts = [zero, zero, zero] if loss_sum is None else [loss_sum, correct1, correct5]
+        local = torch.stack([p.double() for p in parts] + [zero.double() + n])
+        total = all_reduce_sum(local).tolist()
+        loss_sum, correct1, correct5, n = total[0], round(total[1]), round(total[2]), round(total[3])
     if n == 0 or loss_sum is None:
         return EvalResult(float("nan"), float("nan"), float("nan"), 0)
     return EvalResult(
