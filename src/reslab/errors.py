@@ -26,6 +26,10 @@ class CheckpointError(ReslabError):
     """A missing, truncated or incompatible checkpoint / weights file."""
 
 
+class StorageError(ReslabError):
+    """The run directory cannot be written: a full disk, a read-only file system, no permission."""
+
+
 class TrainingError(ReslabError):
     """Training cannot go on: NaN/inf loss, out of memory. The last good checkpoint is kept."""
 

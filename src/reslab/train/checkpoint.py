@@ -24,7 +24,14 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from reslab.errors import CheckpointError
-from reslab.train.rundir import CKPT_DIR, WEIGHTS, atomic_write_bytes, atomic_write_json, fsync_dir
+from reslab.train.rundir import (
+    CKPT_DIR,
+    WEIGHTS,
+    atomic_write_bytes,
+    atomic_write_json,
+    fsync_dir,
+    storage_error,
+)
 
 STATE = "state.pt"
 MANIFEST = "manifest.json"
@@ -44,26 +51,49 @@ def _pt_bytes(obj: Any) -> bytes:
 
 
 def save_checkpoint(run_dir: Path, iteration: int, weights: bytes, state: dict[str, Any]) -> Path:
-    """Write checkpoint ``iteration`` and the run's top-level weights; prune to the last :data:`KEEP`."""
+    """Write checkpoint ``iteration`` and the run's top-level weights; prune to the last :data:`KEEP`.
+
+    Only renames make a checkpoint appear or disappear, so a crash at any instant leaves every visible
+    ``ckpt-*`` whole; leftovers of a crash have dot-names that :func:`list_checkpoints` never sees.
+    """
     root = run_dir / CKPT_DIR
-    root.mkdir(exist_ok=True)
     final = root / f"ckpt-{iteration:08d}"
-    tmp = root / f".tmp-ckpt-{iteration:08d}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    files = {WEIGHTS: weights, STATE: _pt_bytes(state)}
-    for name, data in files.items():
-        atomic_write_bytes(tmp / name, data)
-    manifest = {n: {"bytes": len(d), "sha256": hashlib.sha256(d).hexdigest()} for n, d in files.items()}
-    atomic_write_json(tmp / MANIFEST, {"iteration": iteration, "files": manifest})
-    if final.exists():  # re-saving the same iteration (e.g. Ctrl-C right at an eval point)
-        shutil.rmtree(final)
-    tmp.rename(final)
-    fsync_dir(root)
-    atomic_write_bytes(run_dir / WEIGHTS, weights)
-    for old in list_checkpoints(run_dir)[KEEP:]:
-        shutil.rmtree(old, ignore_errors=True)
+    try:
+        root.mkdir(exist_ok=True)
+        for stale in root.glob(".*-ckpt-*"):  # a crashed save or prune of an earlier session
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp = root / f".tmp-ckpt-{iteration:08d}"
+        tmp.mkdir()
+        try:
+            files = {WEIGHTS: weights, STATE: _pt_bytes(state)}
+            for name, data in files.items():
+                atomic_write_bytes(tmp / name, data)
+            manifest = {
+                n: {"bytes": len(d), "sha256": hashlib.sha256(d).hexdigest()} for n, d in files.items()
+            }
+            atomic_write_json(tmp / MANIFEST, {"iteration": iteration, "files": manifest})
+            if final.exists():  # re-saving the same iteration (e.g. Ctrl-C right at an eval point)
+                _discard(final)
+            tmp.rename(final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)  # a full disk must not fill up further with a half copy
+            raise
+        fsync_dir(root)
+        atomic_write_bytes(run_dir / WEIGHTS, weights)
+        for old in list_checkpoints(run_dir)[KEEP:]:
+            _discard(old)
+    except OSError as err:
+        raise storage_error(final, err) from None
     return final
+
+
+def _discard(ckpt: Path) -> None:
+    """Rename out of sight, then delete: a crash half-way through rmtree must not leave a torn ckpt-*."""
+    trash = ckpt.with_name(f".old-{ckpt.name}")
+    shutil.rmtree(trash, ignore_errors=True)
+    ckpt.rename(trash)
+    fsync_dir(ckpt.parent)
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
@@ -90,7 +120,12 @@ def load_checkpoint(ckpt: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
     """(weights, training state) of one checkpoint directory; CheckpointError names the broken file."""
     try:
         manifest = json.loads((ckpt / MANIFEST).read_text())["files"]
-    except (OSError, ValueError, KeyError, TypeError):
+        # Every file needs its size and checksum: an entry that is absent must not skip verification.
+        for name in (WEIGHTS, STATE):
+            entry = manifest[name]
+            if not (isinstance(entry["bytes"], int) and isinstance(entry["sha256"], str)):
+                raise TypeError(name)
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
         raise CheckpointError(f"checkpoint manifest {ckpt / MANIFEST} is missing or corrupted") from None
     weights = _parse_safetensors(_read_verified(ckpt / WEIGHTS, manifest.get(WEIGHTS)), ckpt / WEIGHTS)
     state = _parse_pt(_read_verified(ckpt / STATE, manifest.get(STATE)), ckpt / STATE)

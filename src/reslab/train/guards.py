@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Iterable
 from types import FrameType
 from typing import Any
 
@@ -47,6 +48,18 @@ class FiniteWatch:
         self._pending = None
         event.synchronize()
         return None if bool(host) else iteration
+
+
+def grads_finite(params: Iterable[torch.nn.Parameter]) -> torch.Tensor:
+    """0-d bool on the device: every gradient is finite (no host sync; the caller's FiniteWatch reads it).
+
+    The max-norm is one fused foreach pass over the gradients; unlike the 2-norm it cannot overflow to inf
+    for large but finite gradients, and it propagates NaN.
+    """
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return torch.ones((), dtype=torch.bool)
+    return torch.isfinite(torch.nn.utils.get_total_norm(grads, norm_type=float("inf")))
 
 
 class InterruptGuard:

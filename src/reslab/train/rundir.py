@@ -12,15 +12,17 @@ Layout of a run directory::
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
+import shutil
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from reslab.errors import ConfigError
+from reslab.errors import ConfigError, StorageError
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
@@ -40,22 +42,38 @@ def fsync_dir(path: str | Path) -> None:
             os.close(fd)
 
 
+def storage_error(path: str | Path, err: OSError) -> StorageError:
+    """One line for a failed write: what, why, and the fix (a full disk and a read-only one differ)."""
+    reason = err.strerror or type(err).__name__
+    full = err.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+    fix = "free some disk space" if full else "make it writable"
+    return StorageError(
+        f"cannot write {path}: {reason}; {fix} or choose another --out (the earlier checkpoints are kept)"
+    )
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the whole new one, never a part.
 
-    Temp file in the same directory, flush + fsync, ``os.replace``, fsync the directory.
+    Temp file in the same directory, flush + fsync, ``os.replace``, fsync the directory. A failed write
+    (full disk, read-only) leaves the old file as it was and raises :class:`StorageError`.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise storage_error(path, err) from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(err, OSError):
+            raise storage_error(path, err) from None
         raise
     fsync_dir(path.parent)
 
@@ -66,10 +84,13 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
 
 def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
     """Append one line; a crash can at worst leave a torn last line, which :func:`read_jsonl` skips."""
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as err:
+        raise storage_error(path, err) from None
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
@@ -112,6 +133,19 @@ def check_writable(path: Path) -> None:
         ) from None
 
 
+def check_free_space(path: Path, need: int) -> None:
+    """Refuse to start a run whose checkpoints will not fit on the disk, rather than fail hours into it."""
+    try:
+        free = shutil.disk_usage(path).free
+    except OSError:  # no answer from the file system: the first write will tell
+        return
+    if free < need:
+        raise StorageError(
+            f"{path} has {free / 2**20:.1f} MiB free but this run's checkpoints need "
+            f"~{need / 2**20:.1f} MiB; free some disk space or choose another --out"
+        )
+
+
 def prepare_new_run_dir(path: Path, *, overwrite: bool) -> Path:
     """Create the directory of a new run; refuse one that already holds a run unless ``overwrite``."""
     if path.exists() and not path.is_dir():
@@ -124,8 +158,6 @@ def prepare_new_run_dir(path: Path, *, overwrite: bool) -> Path:
         )
     check_writable(path)
     if existing:  # --overwrite: remove reslab's own files only, never anything else in the directory
-        import shutil
-
         for name in existing:
             target = path / name
             shutil.rmtree(target) if target.is_dir() else target.unlink()
