@@ -199,7 +199,9 @@ def _seed_mean_curve(runs: Sequence[Any], key: str) -> tuple[list[int], list[flo
     return common, [100 * sum(p[i] for p in per_run) / len(per_run) for i in common]
 
 
-def compare_curves_figure(records: Sequence[Any], path: str | Path, *, subject: str = "") -> Path:
+def compare_curves_figure(
+    records: Sequence[Any], path: str | Path, *, subject: str = "", depth_unit: str = "layers"
+) -> Path:
     """``curves.png``, laid out as He et al. 2015, Fig. 6: error vs iterations, plain left, residual right.
 
     ``records``: objects with ``kind`` ("plain" | "residual"), ``depth`` and ``history`` (metrics.jsonl
@@ -210,9 +212,8 @@ def compare_curves_figure(records: Sequence[Any], path: str | Path, *, subject: 
     depths = sorted({r.depth for r in records})
     color = {d: DEPTH_COLORS[i % len(DEPTH_COLORS)] for i, d in enumerate(depths)}
     fig, axes = figure(2, width=5.0, height=3.9)
-    shown: list[float] = []
+    final: list[float] = []
     for ax, kind in zip(axes[0], ("plain", "residual")):
-        name = "plain" if kind == "plain" else "ResNet"
         for d in depths:
             runs = [r for r in records if r.kind == kind and r.depth == d]
             if not runs:
@@ -220,15 +221,18 @@ def compare_curves_figure(records: Sequence[Any], path: str | Path, *, subject: 
             it_tr, tr = _seed_mean_curve(runs, "train_error")
             it_te, te = _seed_mean_curve(runs, "test_error")
             ax.plot(it_tr, tr, color=color[d], linestyle="--", linewidth=1.0, alpha=0.9)
-            ax.plot(it_te, te, color=color[d], linewidth=2.2, label=f"{name}-{d}")
-            shown += tr[1:] + te[1:]  # the first point (mostly warm-up) may leave the chart, as in Fig. 6
+            ax.plot(it_te, te, color=color[d], linewidth=2.2, label=f"{kind}, {d} {depth_unit}")
+            final += tr[-1:] + te[-1:]
         seeds = len({r.seed for r in records})
         per = f", mean of {seeds} seeds" if seeds > 1 else ""
         ax.set_title(f"{kind} nets: training (dashed) and test (bold) error{per}")
         ax.set(xlabel="iterations (optimizer steps)", ylabel="error (%)")
+        ax.set_xlim(left=0)
         ax.legend(fontsize=8, title="colour = depth", title_fontsize=8)
-    top = max(shown, default=10.0)
-    axes[0][0].set_ylim(0, min(100.0, max(5.0, 1.15 * top)))
+    # As in Fig. 6, the y-axis is sized for where the nets end (up to 2.5x the worst final error), so the
+    # gaps between depths stay readable; the first steps of training run off the top.
+    top = max(final, default=40.0)
+    axes[0][0].set_ylim(0, min(100.0, max(5.0, 2.5 * top)))
     for ax in axes[0][1:]:
         ax.sharey(axes[0][0])
     title = "Plain vs residual nets: error during training"
@@ -292,7 +296,10 @@ def error_vs_depth_figure(
                     label=f"{kind}: test error",
                 )
     all_depths = sorted({r.depth for r in records})
-    ax.set_xticks(all_depths)
+    if all_depths and all_depths[-1] >= 8 * all_depths[0]:  # e.g. MLPs of 4, 16, 64 blocks: even spacing
+        ax.set_xscale("log", base=2)
+    ax.set_xticks(all_depths, [str(d) for d in all_depths])
+    ax.minorticks_off()
     ax.set_ylim(bottom=0)
     ax.set(xlabel=depth_label, ylabel="final error (%)")
     band = f"mean ± std band over {seeds} seeds" if seeds > 1 else "one seed"

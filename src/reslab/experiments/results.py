@@ -1,0 +1,189 @@
+"""The results of a depth sweep: one record per run, mean ± std per depth and kind, the files, the verdict.
+
+Everything here works on plain data (no torch), so the tables can be rebuilt from ``results.json`` alone.
+Errors are fractions in the files (as in each run's ``summary.json``) and percentages in the Markdown table.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+KINDS = ("plain", "residual")
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One trained network of the sweep: its ``summary.json`` figures and its place in the grid."""
+
+    kind: str  # "plain" | "residual"
+    depth: int  # layers as the paper counts them (dense blocks for the mlp family)
+    seed: int
+    model: str  # registry name, e.g. plain20 / resnet20
+    params: int
+    final_train_error: float  # eval mode, whole train split: the paper's "training error" (Fig. 1, 6)
+    final_test_error: float
+    final_train_loss: float
+    final_test_loss: float
+    seconds: float  # wall time of the run (all its sessions)
+    iterations: int
+    path: str  # the run directory
+    history: list[dict[str, Any]] = field(default_factory=list, compare=False)  # metrics.jsonl records
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        del out["history"]  # the curves stay in each run's metrics.jsonl
+        return out
+
+
+CSV_FIELDS = tuple(f.name for f in fields(RunRecord) if f.name != "history")
+
+
+@dataclass(frozen=True)
+class Stat:
+    """Mean and (sample) standard deviation over seeds; std is 0 for a single seed."""
+
+    mean: float
+    std: float
+    n: int
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Stat:
+        n = len(values)
+        if n == 0:
+            return cls(math.nan, math.nan, 0)
+        mean = sum(values) / n
+        var = sum((v - mean) ** 2 for v in values) / (n - 1) if n > 1 else 0.0
+        return cls(mean, math.sqrt(var), n)
+
+    def pct(self) -> str:
+        """``"1.23 ± 0.45"`` (percent), or ``"1.23"`` for one seed."""
+        if self.n == 0:
+            return "–"
+        return f"{100 * self.mean:.2f}" + (f" ± {100 * self.std:.2f}" if self.n > 1 else "")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One depth of one kind, aggregated over seeds."""
+
+    kind: str
+    depth: int
+    params: int
+    train_error: Stat
+    test_error: Stat
+    seconds: Stat
+
+
+def aggregate(records: Sequence[RunRecord]) -> list[Row]:
+    """Rows sorted by depth, plain before residual."""
+    rows = []
+    for depth in sorted({r.depth for r in records}):
+        for kind in KINDS:
+            group = [r for r in records if r.depth == depth and r.kind == kind]
+            if not group:
+                continue
+            rows.append(
+                Row(
+                    kind=kind,
+                    depth=depth,
+                    params=group[0].params,
+                    train_error=Stat.of([r.final_train_error for r in group]),
+                    test_error=Stat.of([r.final_test_error for r in group]),
+                    seconds=Stat.of([r.seconds for r in group]),
+                )
+            )
+    return rows
+
+
+def _row(rows: Sequence[Row], kind: str, depth: int) -> Row | None:
+    return next((r for r in rows if r.kind == kind and r.depth == depth), None)
+
+
+def markdown_table(rows: Sequence[Row], *, layers_label: str = "layers") -> str:
+    """Mean ± std (%) over seeds, one line per depth: training and test error of both twins."""
+    seeds = max((r.train_error.n for r in rows), default=0)
+    head = (
+        f"| {layers_label} | params (plain / residual) | plain train err (%) | residual train err (%) "
+        "| plain test err (%) | residual test err (%) | time per run (s) |"
+    )
+    lines = [head, "|---:|---:|---:|---:|---:|---:|---:|"]
+    for depth in sorted({r.depth for r in rows}):
+        p, r = _row(rows, "plain", depth), _row(rows, "residual", depth)
+        params = " / ".join(f"{x.params:,}" if x else "–" for x in (p, r))
+        cells = [x.train_error.pct() if x else "–" for x in (p, r)]
+        cells += [x.test_error.pct() if x else "–" for x in (p, r)]
+        secs = [x.seconds.mean for x in (p, r) if x]
+        time_cell = f"{sum(secs) / len(secs):.0f}" if secs else "–"
+        lines.append(f"| {depth} | {params} | " + " | ".join(cells) + f" | {time_cell} |")
+    note = f"\nmean ± std over {seeds} seeds" if seeds > 1 else "\none seed (use --seeds N for mean ± std)"
+    return "\n".join(lines) + note + "; training error in eval mode on the whole training split.\n"
+
+
+@dataclass(frozen=True)
+class Checks:
+    """The degradation effect as three yes/no facts (issue 4: (a), (b), (c)), from the seed means."""
+
+    plain_rises: bool  # (a) plain training error strictly rises across the depths
+    residual_fifth: bool  # (b) deepest: residual training error <= 1/5 of the plain one
+    residual_flat: bool  # (c) deepest residual within 2 points of the shallowest residual
+
+
+def checks(rows: Sequence[Row]) -> Checks | None:
+    """None when the sweep has fewer than two depths with both kinds (nothing to compare)."""
+    depths = sorted(
+        {r.depth for r in rows if _row(rows, "plain", r.depth) and _row(rows, "residual", r.depth)}
+    )
+    if len(depths) < 2:
+        return None
+    plain = [_row(rows, "plain", d).train_error.mean for d in depths]  # type: ignore[union-attr]
+    res = [_row(rows, "residual", d).train_error.mean for d in depths]  # type: ignore[union-attr]
+    return Checks(
+        plain_rises=all(b > a for a, b in itertools.pairwise(plain)),
+        residual_fifth=res[-1] <= plain[-1] / 5,
+        residual_flat=abs(res[-1] - res[0]) <= 0.02,
+    )
+
+
+def verdict(rows: Sequence[Row], *, layers_label: str = "layers") -> str:
+    """One line: does plain training error rise with depth, and how do the twins compare at the deepest."""
+    depths = sorted(
+        {r.depth for r in rows if _row(rows, "plain", r.depth) and _row(rows, "residual", r.depth)}
+    )
+    c = checks(rows)
+    if c is None:
+        return "verdict: needs at least two depths with both a plain and a residual run"
+    deep = depths[-1]
+    p, r = _row(rows, "plain", deep), _row(rows, "residual", deep)
+    assert p is not None and r is not None
+    trend = " → ".join(f"{100 * _row(rows, 'plain', d).train_error.mean:.2f}%" for d in depths)  # type: ignore[union-attr]
+    pe, re_ = p.train_error.mean, r.train_error.mean
+    ratio = f"{pe / re_:.1f}x lower" if re_ > 0 else "residual at zero"
+    deepest = f"at {deep} {layers_label} residual {100 * re_:.2f}% vs plain {100 * pe:.2f}% ({ratio})"
+    if c.plain_rises and c.residual_fifth:
+        return f"verdict: degradation reproduced: plain training error rises with depth ({trend}); {deepest}."
+    if c.plain_rises:
+        gain = "but the residual gain is small"
+        return f"verdict: plain training error rises with depth ({trend}), {gain}: {deepest}."
+    return (
+        f"verdict: no clear degradation at these settings: plain training error {trend} does not rise with "
+        f"depth; {deepest}. Try deeper nets or more --epochs."
+    )
+
+
+def write_results(out: Path, records: Sequence[RunRecord]) -> dict[str, Path]:
+    """``results.json`` (one entry per run), ``results.csv`` (same fields); returns their paths."""
+    paths = {"results.json": out / "results.json", "results.csv": out / "results.csv"}
+    entries = [r.to_dict() for r in records]
+    paths["results.json"].write_text(json.dumps({"runs": entries}, indent=2) + "\n", encoding="utf-8")
+    with open(paths["results.csv"], "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        writer.writerows(entries)
+    return paths

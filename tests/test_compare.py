@@ -1,0 +1,238 @@
+"""``reslab compare`` on a tiny sweep: the output files and their contents, reuse, resume, refusals."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import matplotlib.image
+import pytest
+
+from reslab.cli import main
+from reslab.errors import ConfigError
+from reslab.experiments import CompareConfig, RunRecord, run_compare
+from reslab.experiments.results import CSV_FIELDS, Stat, aggregate, checks, verdict
+
+DEPTHS = (8, 14)
+MODELS = ("plain8", "resnet8", "plain14", "resnet14")
+# The same tiny sweep as flags (CLI tests) and as a config (library tests): 8 steps of 64 synthetic 12x12
+# images per run, a test evaluation (and checkpoint) every 4 steps.
+FLAGS = [
+    "--depths", "8,14", "--dataset", "synthetic:1x12x12", "--iterations", "8", "--batch-size", "64",
+    "--eval-every", "4", "--device", "cpu", "--precision", "fp32", "--num-threads", "1", "--progress", "off",
+]  # fmt: skip
+
+
+def cli(argv: list[str]) -> int:
+    """The exit code of ``reslab ARGV`` (argparse's own errors exit through SystemExit)."""
+    try:
+        return main(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+
+
+def tiny(out: Path, **overrides: object) -> CompareConfig:
+    base: dict = dict(
+        depths=DEPTHS, dataset="synthetic:1x12x12", iterations=8, batch_size=64, eval_every=4, device="cpu",
+        precision="fp32", num_threads=1, progress="off", out=str(out),
+    )  # fmt: skip
+    base.update(overrides)
+    return CompareConfig(**base)
+
+
+def sweep(out: Path, **overrides: object) -> tuple[object, list[tuple[str, str]]]:
+    """Run the tiny sweep; returns (result, [(model, how)])."""
+    seen: list[tuple[str, str]] = []
+    result = run_compare(tiny(out, **overrides), on_run=lambda r, how: seen.append((r.model, how)))
+    return result, seen
+
+
+@pytest.fixture(scope="module")
+def done(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One finished tiny sweep; tests that change it work on a copy."""
+    out = tmp_path_factory.mktemp("compare") / "sweep"
+    _, seen = sweep(out)
+    assert seen == [(m, "trained") for m in MODELS]
+    return out
+
+
+def copy_of(done: Path, tmp_path: Path) -> Path:
+    out = tmp_path / "sweep"
+    shutil.copytree(done, out)
+    return out
+
+
+def test_results_json_has_one_entry_per_run(done: Path) -> None:
+    runs = json.loads((done / "results.json").read_text())["runs"]
+    assert [r["model"] for r in runs] == list(MODELS)
+    assert [(r["kind"], r["depth"], r["seed"]) for r in runs] == [
+        ("plain", 8, 0), ("residual", 8, 0), ("plain", 14, 0), ("residual", 14, 0),
+    ]  # fmt: skip
+    for r in runs:
+        assert set(r) == set(CSV_FIELDS)
+        assert 0 <= r["final_train_error"] <= 1 and 0 <= r["final_test_error"] <= 1
+        assert r["final_train_loss"] > 0 and r["seconds"] > 0 and r["iterations"] == 8
+        summary = json.loads((Path(r["path"]) / "summary.json").read_text())
+        assert r["final_train_error"] == summary["final_train_error"]
+        assert r["params"] == summary["params"]
+    # twins have the same parameter count (option A shortcuts have none)
+    assert runs[0]["params"] == runs[1]["params"] and runs[2]["params"] == runs[3]["params"]
+    assert runs[2]["params"] > runs[0]["params"]
+
+
+def test_csv_and_markdown_tables(done: Path) -> None:
+    with open(done / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert tuple(rows[0]) == CSV_FIELDS
+    assert [r["model"] for r in rows] == list(MODELS)
+    md = (done / "results.md").read_text()
+    assert "| layers |" in md and "plain train err (%)" in md and "residual train err (%)" in md
+    table = [line for line in md.splitlines() if line.startswith("| 8 |") or line.startswith("| 14 |")]
+    assert len(table) == 2
+    assert "verdict:" in md
+
+
+def test_figures_are_valid_pngs(done: Path) -> None:
+    for name in ("curves.png", "error_vs_depth.png"):
+        data = (done / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n"
+        img = matplotlib.image.imread(done / name)
+        assert img.ndim == 3 and img.shape[0] > 200 and img.shape[1] > 300
+
+
+def test_compare_json_holds_the_settings(done: Path) -> None:
+    settings = json.loads((done / "compare.json").read_text())["settings"]
+    assert settings["family"] == "cifar" and settings["depths"] == [8, 14] and settings["seeds"] == 1
+    assert settings["iterations"] == 8 and settings["batch_size"] == 64
+    assert settings["label_smoothing"] == 0.0  # the compare preset: honest training error
+
+
+def test_rerun_reuses_finished_runs(done: Path, tmp_path: Path) -> None:
+    out = copy_of(done, tmp_path)
+    before = {m: (out / f"{m}-s0" / "summary.json").stat().st_mtime_ns for m in MODELS}
+    result, seen = sweep(out)
+    assert seen == [(m, "reused") for m in MODELS]
+    assert {m: (out / f"{m}-s0" / "summary.json").stat().st_mtime_ns for m in MODELS} == before
+    first = json.loads((done / "results.json").read_text())["runs"]
+    again = json.loads((out / "results.json").read_text())["runs"]
+    assert [r["final_train_error"] for r in again] == [r["final_train_error"] for r in first]
+    assert result.runs[0].history  # curves come back from metrics.jsonl
+
+
+def test_interrupted_run_resumes_from_its_checkpoint(done: Path, tmp_path: Path) -> None:
+    """A sweep killed in plain14 after its first evaluation point: resume there, end where it would have."""
+    out = copy_of(done, tmp_path)
+    run = out / "plain14-s0"
+    (run / "summary.json").unlink()
+    shutil.rmtree(run / "checkpoints" / "ckpt-00000008")  # the last checkpoint was never written
+    (out / "results.json").unlink()
+    _, seen = sweep(out)
+    assert seen == [
+        ("plain8", "reused"),
+        ("resnet8", "reused"),
+        ("plain14", "resumed"),
+        ("resnet14", "reused"),
+    ]
+    first = {r["model"]: r for r in json.loads((done / "results.json").read_text())["runs"]}
+    again = {r["model"]: r for r in json.loads((out / "results.json").read_text())["runs"]}
+    # the engine's exact resume: the same final figures as the uninterrupted run
+    assert again["plain14"]["final_train_loss"] == pytest.approx(
+        first["plain14"]["final_train_loss"], rel=1e-6
+    )
+    assert again["plain14"]["final_test_error"] == first["plain14"]["final_test_error"]
+    iterations = [json.loads(line)["iteration"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert iterations == [4, 8]
+
+
+def test_run_killed_before_its_first_checkpoint_starts_over(done: Path, tmp_path: Path) -> None:
+    out = copy_of(done, tmp_path)
+    run = out / "resnet14-s0"
+    (run / "summary.json").unlink()
+    shutil.rmtree(run / "checkpoints")
+    (run / "metrics.jsonl").unlink()
+    _, seen = sweep(out)
+    assert seen[-1] == ("resnet14", "trained") and all(how == "reused" for _, how in seen[:-1])
+
+
+def test_different_settings_in_the_same_out_are_refused(done: Path, tmp_path: Path, capsys) -> None:
+    out = copy_of(done, tmp_path)
+    args = list(FLAGS)
+    args[args.index("--iterations") + 1] = "9"
+    assert cli(["compare", *args, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "iterations=8, not 9" in err and "another --out" in err
+    # the same settings through the CLI: everything reused, table and verdict printed
+    assert cli(["compare", *FLAGS, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| 14 |" in printed and "verdict:" in printed
+
+
+def test_a_run_dir_with_other_training_settings_is_refused(done: Path, tmp_path: Path) -> None:
+    out = copy_of(done, tmp_path)
+    path = out / "plain8-s0" / "config.json"
+    meta = json.loads(path.read_text())
+    meta["config"]["lr"] = 0.5
+    path.write_text(json.dumps(meta))
+    with pytest.raises(ConfigError, match=r"lr=0\.5"):
+        sweep(out)
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--depths", "9"], "not a CIFAR ResNet depth"),
+        (["--family", "imagenet", "--depths", "20"], "not an ImageNet ResNet"),
+        (["--family", "mlp", "--depths", "0"], "dense block"),
+        (["--family", "transformer"], "unknown --family"),
+        (["--depths", "20,20"], "repeats"),
+        (["--seeds", "0"], "--seeds"),
+        (["--preset", "default", "--lr", "-1"], "--lr"),
+        (["--depths", "20,x"], "expected depths"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, capsys, flags: list[str], message: str) -> None:
+    assert cli(["compare", *flags, "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err
+    assert not (tmp_path / "x").exists()  # refused before anything was written
+
+
+def test_resolve_fills_the_preset() -> None:
+    cfg = CompareConfig().resolve()
+    assert cfg.depths == (20, 38, 44) and cfg.epochs == 5 and cfg.dataset == "mnist5k"
+    assert cfg.out and cfg.out.startswith("runs/compare-cifar-mnist5k-")
+    assert CompareConfig().resolve().out == cfg.out  # the same command, the same --out: re-runs reuse
+    assert CompareConfig(epochs=7).resolve().out != cfg.out
+    assert CompareConfig(batch_size=128).resolve().out == cfg.out  # the preset's value, given explicitly
+    train = cfg.train_config("plain56", seed=3, out="x")
+    assert (train.batch_size, train.label_smoothing, train.epochs, train.seed) == (128, 0.0, 5, 3)
+    paper = CompareConfig(preset="paper").resolve()
+    assert paper.depths == (20, 32, 44, 56, 110) and paper.dataset == "cifar10"
+    t = paper.train_config("resnet110", seed=0, out="x")
+    assert (t.iterations, t.val_split, t.schedule) == (64_000, 5000, "step")
+    mlp = CompareConfig(family="mlp", mlp_norm=True).resolve()
+    t = mlp.train_config("plainmlp4", seed=0, out="x")
+    assert t.model_kwargs == {"norm": "batch"} and t.lr == 0.1  # the same recipe as the conv nets
+    assert replace(cfg, family="cifar", depths=(50,)).resolve()  # 6n+2 that is also an ImageNet depth
+
+
+def record(kind: str, depth: int, train_error: float, seed: int = 0) -> RunRecord:
+    return RunRecord(kind, depth, seed, f"{kind}{depth}", 1, train_error, 0.1, 0.1, 0.1, 1.0, 8, "x")
+
+
+def test_checks_and_verdict_on_known_numbers() -> None:
+    good = [record("plain", 20, 0.004), record("residual", 20, 0.0025), record("plain", 56, 0.18)]
+    good += [record("residual", 56, 0.004), record("plain", 38, 0.02), record("residual", 38, 0.002)]
+    rows = aggregate(good)
+    c = checks(rows)
+    assert c is not None and c.plain_rises and c.residual_fifth and c.residual_flat
+    assert verdict(rows).startswith("verdict: degradation reproduced")
+    flat = [record("plain", 20, 0.01), record("residual", 20, 0.01), record("plain", 56, 0.005)]
+    flat += [record("residual", 56, 0.004)]
+    assert checks(aggregate(flat)).plain_rises is False  # type: ignore[union-attr]
+    assert "no clear degradation" in verdict(aggregate(flat))
+    s = Stat.of([0.01, 0.03])
+    assert s.mean == pytest.approx(0.02) and s.std == pytest.approx(0.0141421356) and s.pct() == "2.00 ± 1.41"
