@@ -43,7 +43,7 @@ def register(subparsers: Any) -> None:
         "--depths",
         type=_depths,
         metavar="D,D,...",
-        help="default: cifar 20,38,44 (paper preset 20,32,44,56,110); mlp 1,2,4; imagenet 18,34",
+        help="default: cifar 20,38,44 (paper preset 20,32,44,56,110); mlp 1,2,4,16; imagenet 18,34",
     )
     p.add_argument("--seeds", type=int, metavar="N", help="seeds per depth and kind: mean ± std (default 1)")
     p.add_argument(

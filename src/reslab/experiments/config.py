@@ -50,8 +50,8 @@ DEFAULT_EPOCHS = 5
 #   lr 0.02   plain-1 4.1, plain-2 9.3, plain-3 72, plain-4/16/64 90 (chance); resmlp-4 1.3, resmlp-16 0.2
 # Each Linear layer shrinks the signal (~1/sqrt(6) per layer with this init), so the plain MLP's gradients
 # vanish by 4 blocks (8 hidden layers) and it stays at chance; its residual twin's identity path carries
-# the signal. Default depths 1, 2, 4: three depths over which plain training error rises (beyond 4 it is
-# pinned at chance and cannot rise further; try --depths 1,2,4,16).
+# the signal. Default depths 1, 2, 4, 16: plain training error rises until it is pinned at chance (90%),
+# while the residual twin at 16 blocks (34 Linear layers) still fits the data (0.57%).
 PRESETS: dict[str, dict[str, Any]] = {
     # mnist5k on a laptop CPU: the README's main command (see the calibration note above).
     "default": {
