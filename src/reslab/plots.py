@@ -17,6 +17,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display: works on servers and in CI; set here and nowhere else
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -121,6 +122,8 @@ def responses_figure(profiles: Sequence[ResponseProfile], path: str | Path) -> P
     ax_o.set_title("layer responses in depth order")
     ax_s.set(xlabel="rank (sorted by magnitude)", ylabel="std of branch output F(x)")
     ax_s.set_title("layer responses sorted by magnitude")
+    for ax in (ax_o, ax_s):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # blocks are counted, not measured
     ax_o.legend(fontsize=8)
     return save(fig, path, "Layer responses: std of each block's branch output F(x) (He et al. 2015, Fig. 7)")
 

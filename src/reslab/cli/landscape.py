@@ -24,7 +24,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--grid", type=int, default=21, metavar="G", help="G x G points, odd (21)")
     p.add_argument("--span", type=float, default=1.0, help="coordinates run over [-span, span] (1.0)")
     p.add_argument(
-        "--samples", type=int, default=64, metavar="N", help="fixed training images per point (64)"
+        "--samples", type=int, default=256, metavar="N", help="fixed training images per point (256)"
     )
     p.add_argument("--batch-size", type=int, default=256, metavar="B", help="images per forward pass (256)")
     p.add_argument("--seed", type=int, default=0, help="the directions and the image subset (0)")
