@@ -171,3 +171,12 @@ def test_export_onnx_without_onnx_says_how_to_install(
     )
     assert main(["export", str(run_dir), "--format", "onnx"]) == 2
     assert 'pip install "reslab[onnx]"' in _one_line_error(capsys)
+
+
+def test_export_onnx_is_one_self_contained_file(run_dir: Path, tmp_path: Path) -> None:
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxscript")
+    out = tmp_path / "m.onnx"
+    assert main(["export", str(run_dir), "--format", "onnx", "--out", str(out)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]  # no external-data file left beside it
+    onnx.checker.check_model(onnx.load(str(out)))

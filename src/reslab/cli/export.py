@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-ONNX_HINT = 'ONNX export needs the optional onnx package: pip install "reslab[onnx]"'
+ONNX_HINT = 'ONNX export needs the optional onnx and onnxscript packages: pip install "reslab[onnx]"'
 
 
 def register(subparsers: Any) -> None:
@@ -67,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
         torch.onnx.export(
             model, (example,), tmp, input_names=["images"], output_names=["logits"],
             dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
+            external_data=False,  # one self-contained file: weights beside a temp name would be orphaned
         )  # fmt: skip
 
     try:
