@@ -236,3 +236,18 @@ def test_checks_and_verdict_on_known_numbers() -> None:
     assert "no clear degradation" in verdict(aggregate(flat))
     s = Stat.of([0.01, 0.03])
     assert s.mean == pytest.approx(0.02) and s.std == pytest.approx(0.0141421356) and s.pct() == "2.00 ± 1.41"
+
+
+def test_devices_runs_one_run_per_device_then_reuses(tmp_path: Path) -> None:
+    """--devices cpu,cpu: the four runs train in two worker processes; a re-run reuses all of them."""
+    out = tmp_path / "par"
+    argv = ["compare", "--dataset", "synthetic", "--depths", "8,14", "--iterations", "3", "--num-threads",
+            "1", "--devices", "cpu,cpu", "--out", str(out), "--progress", "off"]  # fmt: skip
+    assert main(argv) == 0
+    runs = json.loads((out / "results.json").read_text())["runs"]
+    assert sorted(r["model"] for r in runs) == ["plain14", "plain8", "resnet14", "resnet8"]
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/summary.json")}
+    assert len(stamps) == 4
+    serial = [a for a in argv if a not in ("--devices", "cpu,cpu")]
+    assert main(serial) == 0  # the same sweep without --devices: everything is reused
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*/summary.json")} == stamps

@@ -9,7 +9,7 @@ from typing import Any
 _FIELDS = (
     "family", "depths", "seeds", "preset", "dataset", "data_dir", "download", "mlp_norm", "recipe", "epochs",
     "iterations", "lr", "batch_size", "warmup_epochs", "weight_decay", "eval_every", "device", "precision",
-    "channels_last", "compile", "num_threads", "out", "progress",
+    "channels_last", "compile", "num_threads", "devices", "out", "progress",
 )  # fmt: skip
 
 
@@ -66,6 +66,12 @@ def register(subparsers: Any) -> None:
         "--eval-every", type=int, metavar="N", help="iterations between curve points; default 1 epoch"
     )
     add_runtime_flags(p)
+    p.add_argument(
+        "--devices",
+        type=lambda text: tuple(d.strip() for d in text.split(",") if d.strip()),
+        metavar="DEV,DEV,...",
+        help="run the sweep one run per device at a time, e.g. cuda:0,cuda:1 (each run in its own process)",
+    )
     p.add_argument(
         "--out", metavar="DIR", help="default: runs/compare-<family>-<dataset>-<hash of the settings>"
     )

@@ -172,6 +172,45 @@ def _train(job: _Job, tcfg: Any, state: str, say: Callable[[str], None]) -> tupl
     return _record(job, summary, result.history), how
 
 
+def _run_on_devices(
+    jobs: list[_Job],
+    tcfgs: list[Any],
+    states: list[str],
+    devices: tuple[str, ...],
+    say: Callable[[str], None],
+) -> list[str]:
+    """Train every unfinished run, one per device at a time (a subprocess each); their state -> "parallel".
+
+    Runs are independent, so this scales a sweep with the number of devices; the deepest runs go first so
+    that no device is left with a long run at the end. Finished runs are then read back like reused ones.
+    """
+    from dataclasses import replace
+
+    from reslab.train.launch import train_on_devices
+
+    todo = sorted((i for i, s in enumerate(states) if s != "finished"), key=lambda i: -jobs[i].depth)
+    if not todo:
+        return states
+    configs = []
+    for i in todo:
+        resume = states[i] == "interrupted" and _has_checkpoint(jobs[i])
+        run = str(jobs[i].run_dir)
+        configs.append(replace(tcfgs[i], out=run, resume=run if resume else None, overwrite=not resume))
+    say(f"compare: {len(todo)} runs on {len(devices)} devices ({', '.join(devices)}), one run per device")
+
+    def done(k: int, _result: object) -> None:
+        say(f"  finished {jobs[todo[k]].model} (seed {jobs[todo[k]].seed})")
+
+    train_on_devices(configs, list(devices), on_done=done)
+    return ["parallel" if i in todo else s for i, s in enumerate(states)]  # trained just now
+
+
+def _has_checkpoint(job: _Job) -> bool:
+    from reslab.train.checkpoint import list_checkpoints
+
+    return bool(list_checkpoints(job.run_dir))
+
+
 _ERROR_KEYS = ("final_train_error", "final_test_error", "final_train_loss", "final_test_loss")
 
 
@@ -216,11 +255,13 @@ def run_compare(
         + (f"; {done} already finished" if done else "")
     )
 
+    if cfg.devices and len(cfg.devices) > 1:
+        states = _run_on_devices(jobs, tcfgs, states, cfg.devices, say)
     records: list[RunRecord] = []
     cost_done, seconds_done = 0.0, 0.0  # for the ETA: seconds per unit of depth of finished runs
     for k, (job, tcfg, state) in enumerate(zip(jobs, tcfgs, states), start=1):
-        record = _reuse(job) if state == "finished" else None
-        how = "reused"
+        record = _reuse(job) if state in ("finished", "parallel") else None
+        how = "trained" if state == "parallel" else "reused"
         if record is None:
             state = "interrupted" if state == "finished" else state  # unreadable summary: redo the ending
             remaining = sum(run_cost(cfg.family, j.depth) for j in jobs[k - 1 :])

@@ -81,6 +81,7 @@ FREE_FIELDS = (
     "resume",
     "overwrite",
     "progress",
+    "device",
     "num_threads",
     "data_dir",
     "download",
@@ -115,6 +116,9 @@ class CompareConfig:
     channels_last: bool | None = None
     compile: bool | None = None
     num_threads: int | None = None
+    # Several devices: one run per device at a time (e.g. ("cuda:0", "cuda:1")). Independent runs finish an
+    # N-GPU sweep ~N times sooner; DDP would split a batch of 128 so thin that every GPU is launch-bound.
+    devices: tuple[str, ...] | None = None
     # --- output
     out: str | None = None  # None = runs/compare-<family>-<dataset>-<settings hash>: re-runs reuse it
     progress: str = "auto"  # the current run's display: auto = a bar on a terminal, lines otherwise
@@ -140,6 +144,8 @@ class CompareConfig:
         epochs, iterations = self.epochs, self.iterations
         if epochs is None and iterations is None:
             epochs = preset["epochs"][self.family]
+        if self.devices is not None and (not self.devices or not all(self.devices)):
+            raise ConfigError("--devices is empty; give e.g. --devices cuda:0,cuda:1")
         if self.mlp_norm and self.family != "mlp":
             raise ConfigError("--mlp-norm applies to --family mlp only; drop it")
         cfg = replace(
