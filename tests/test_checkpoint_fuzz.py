@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from reslab.errors import CheckpointError
@@ -32,17 +32,10 @@ from reslab.train.checkpoint import (
 )
 from reslab.train.rundir import WEIGHTS
 
-FUZZ = settings(
-    max_examples=200,
-    deadline=None,
-    derandomize=True,  # the same inputs on every run and every machine
-    database=None,
-    suppress_health_check=[
-        HealthCheck.function_scoped_fixture,
-        HealthCheck.too_slow,
-        HealthCheck.data_too_large,
-    ],
-)
+try:
+    from tests.helpers import FUZZ
+except ImportError:  # tests/ is not a package: pytest puts it on sys.path
+    from helpers import FUZZ  # type: ignore[no-redef]
 
 
 def _valid_checkpoint(root: Path) -> tuple[Path, bytes]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from reslab.data.cifar import read_binary_batch, read_python_batch
@@ -39,17 +39,10 @@ except ImportError:
         py2_cifar_pickle,
     )
 
-FUZZ = settings(
-    max_examples=200,
-    deadline=None,
-    derandomize=True,  # the same inputs on every run and every machine
-    database=None,
-    suppress_health_check=[
-        HealthCheck.function_scoped_fixture,
-        HealthCheck.too_slow,
-        HealthCheck.data_too_large,
-    ],
-)
+try:
+    from tests.helpers import FUZZ
+except ImportError:  # tests/ is not a package: pytest puts it on sys.path
+    from helpers import FUZZ  # type: ignore[no-redef]
 
 
 def malformed(valid: bytes) -> st.SearchStrategy[bytes]:

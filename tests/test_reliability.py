@@ -19,26 +19,20 @@ from safetensors.torch import load_file
 from reslab.cli import main
 from reslab.errors import CheckpointError, TrainingError
 from reslab.models import build_model
-from reslab.train import TrainConfig, load_run, train
+from reslab.train import load_run, train
 from reslab.train.checkpoint import list_checkpoints, load_checkpoint, load_weights
 from reslab.train.memory import estimate_training_memory, saved_tensor_bytes
+
+try:
+    from tests.helpers import tiny
+except ImportError:  # tests/ is not a package: pytest puts it on sys.path
+    from helpers import tiny  # type: ignore[no-redef]
 
 TINY = [
     "--model", "resnet8", "--dataset", "synthetic:1x12x12", "--iterations", "12", "--batch-size", "64",
     "--eval-every", "4", "--warmup-epochs", "0.5", "--precision", "fp32", "--device", "cpu",
     "--progress", "off", "--num-threads", "1",
 ]  # fmt: skip
-
-
-def tiny(out: Path, **overrides: object) -> TrainConfig:
-    """The same run as TINY, as a config: resnet8 on synthetic 1x12x12, 12 steps, a checkpoint every 4."""
-    base: dict = dict(
-        model="resnet8", dataset="synthetic:1x12x12", iterations=12, epochs=None, batch_size=64,
-        eval_every=4, warmup_epochs=0.5, precision="fp32", device="cpu", progress="off", num_threads=1,
-        out=str(out),
-    )  # fmt: skip
-    base.update(overrides)
-    return TrainConfig(**base)
 
 
 @pytest.fixture(scope="module")

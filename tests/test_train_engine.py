@@ -16,6 +16,11 @@ from reslab.errors import CheckpointError, ConfigError, TrainingError
 from reslab.train import TrainConfig, evaluate, load_run, train
 from reslab.train.checkpoint import list_checkpoints, load_checkpoint
 
+try:
+    from tests.helpers import tiny
+except ImportError:  # tests/ is not a package: pytest puts it on sys.path
+    from helpers import tiny  # type: ignore[no-redef]
+
 METRIC_KEYS = {
     "iteration",
     "epoch",
@@ -26,17 +31,6 @@ METRIC_KEYS = {
     "test_error",
     "images_per_s",
 }
-
-
-def tiny(out: Path, **overrides: object) -> TrainConfig:
-    """resnet8 on 512 synthetic 1x12x12 images: 8 steps per epoch of 64, an evaluation every 4 steps."""
-    base: dict = dict(
-        model="resnet8", dataset="synthetic:1x12x12", iterations=12, epochs=None, batch_size=64,
-        eval_every=4, warmup_epochs=0.5, precision="fp32", device="cpu", progress="off", num_threads=1,
-        out=str(out),
-    )  # fmt: skip
-    base.update(overrides)
-    return TrainConfig(**base)
 
 
 def weights(run_dir: Path) -> dict[str, torch.Tensor]:
