@@ -183,7 +183,7 @@ def test_a_run_dir_with_other_training_settings_is_refused(done: Path, tmp_path:
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--depths", "9"], "not a CIFAR ResNet depth"),
+        (["--depths", "9"], "valid depths are 6n+2"),
         (["--family", "imagenet", "--depths", "20"], "not an ImageNet ResNet"),
         (["--family", "mlp", "--depths", "0"], "dense block"),
         (["--family", "transformer"], "unknown --family"),

@@ -208,14 +208,12 @@ def check_depths(family: str, depths: tuple[int, ...]) -> None:
         raise ConfigError("--depths is empty; give e.g. --depths 20,32,44,56")
     if len(set(depths)) != len(depths):
         raise ConfigError(f"--depths repeats a depth: {','.join(map(str, depths))}; list each once")
+    from reslab.models import model_info
+
     for d in depths:
-        if family == "cifar" and (d < 8 or (d - 2) % 6):
-            raise ConfigError(
-                f"depth {d} is not a CIFAR ResNet depth (6n+2 >= 8); use e.g. --depths 20,32,44,56"
-            )
-        if family == "mlp" and d < 1:
-            raise ConfigError(f"depth {d}: an MLP needs >= 1 dense block; use e.g. --depths 4,16,64")
-        if family == "imagenet" and d not in IMAGENET_DEPTHS:
+        # The registry owns the depth rules (6n+2, 9n+2, >= 1 block, Table 1's depths): ask it.
+        spec = model_info(model_name(family, d, residual=True))  # ConfigError naming the valid depths
+        if spec.family != family:  # e.g. imagenet --depths 20 resolves to the CIFAR resnet20
             valid = ",".join(map(str, IMAGENET_DEPTHS))
             raise ConfigError(f"depth {d} is not an ImageNet ResNet; choose from {valid}")
 
