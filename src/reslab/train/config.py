@@ -55,7 +55,7 @@ class TrainConfig:
     schedule: Schedule = "cosine"  # cosine needs no milestones and ends at 0
     milestones: tuple[float, ...] = (0.5, 0.75)  # step: fractions of the run (paper: 32k, 48k of 64k)
     gamma: float = 0.1  # step: lr multiplier at each milestone (paper: /10)
-    warmup_epochs: float = 1.0  # deep plain nets do not start training at all without it (issue 4)
+    warmup_epochs: float | None = None  # None = 1 epoch, at most 20% of the run; deep plain nets need it
     warmup_iters: int | None = None  # overrides warmup_epochs when set (paper: ~400 iterations)
     warmup: Literal["linear", "constant"] = "linear"  # paper: constant 0.01, then jump to 0.1
     warmup_lr: float = 0.0  # linear: start lr; constant: the warm-up lr
@@ -104,6 +104,8 @@ class TrainConfig:
         if self.warmup_iters is not None and self.warmup_iters < 0:
             raise ConfigError(f"--warmup-iters must be >= 0, got {self.warmup_iters}")
         for name, value in (("--lr", self.lr), ("--warmup-epochs", self.warmup_epochs)):
+            if value is None and name == "--warmup-epochs":
+                continue
             if not math.isfinite(value) or value < 0 or (name == "--lr" and value == 0):
                 raise ConfigError(f"{name} must be a positive number, got {value}")
         if not 0 <= self.momentum < 1:

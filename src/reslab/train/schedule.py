@@ -23,10 +23,24 @@ class LrPlan:
     gamma: float
 
 
+# The default warm-up is 1 epoch but at most this fraction of the run. resnet20 on mnist5k, --epochs 1 (62
+# steps), test error with seeds 0 / 1: no warm-up 6.1 / 7.8%; 5% 5.8 / 5.4%; 10% 6.3 / 5.5%; 20% 6.2 / 6.6%;
+# 30% 5.2 / 7.0%; the whole run (the old default) 24.2 / 35.0%. Every cap up to 30% is within seed noise;
+# 20% keeps the default 8-epoch run (12.5%) and compare's 5-epoch runs (20%) exactly as calibrated, and
+# gives the deep plain nets, which need warm-up most, the longest one. (The paper: 400 of 64,000 steps.)
+DEFAULT_WARMUP_FRACTION = 0.2
+
+
 def make_plan(cfg: TrainConfig, *, total: int, steps_per_epoch: int, depth: int) -> LrPlan:
     """Resolve warm-up length and schedule for ``cfg`` over ``total`` steps of a ``depth``-layer model."""
-    # 1) warm-up length: explicit iterations win over epochs
-    warm = cfg.warmup_iters if cfg.warmup_iters is not None else round(cfg.warmup_epochs * steps_per_epoch)
+    # 1) warm-up length: explicit iterations win over epochs; the default (None) is one epoch, capped at
+    #    DEFAULT_WARMUP_FRACTION of the run so that a short run still has its decay
+    if cfg.warmup_iters is not None:
+        warm = cfg.warmup_iters
+    elif cfg.warmup_epochs is not None:
+        warm = round(cfg.warmup_epochs * steps_per_epoch)
+    else:
+        warm = min(steps_per_epoch, round(DEFAULT_WARMUP_FRACTION * total))
     # 2) the paper warms up only its 110-layer net (Sec. 4.2)
     if depth < cfg.warmup_min_depth:
         warm = 0
@@ -56,8 +70,10 @@ def lr_at(it: int, plan: LrPlan) -> float:
     if plan.schedule == "step":
         passed = sum(it >= round(m * plan.total) for m in plan.milestones)
         return plan.base_lr * plan.gamma**passed
-    # 3) cosine / one-cycle decay over the steps after warm-up, to 0 at the end
-    progress = (it - plan.warmup_iters) / max(1, plan.total - plan.warmup_iters)
+    # 3) cosine / one-cycle decay over the n steps after warm-up: step k of n (1-based) sits at k/(n+1) of
+    #    the way down, so the first decayed step is already below the peak the warm-up reached and the last
+    #    one is low (1/(n+1) of the way from 0) but never a wasted step at exactly 0
+    progress = (it - plan.warmup_iters + 1) / (plan.total - plan.warmup_iters + 1)
     if plan.schedule == "cosine":
         return plan.base_lr * 0.5 * (1.0 + math.cos(math.pi * progress))
     return plan.base_lr * (1.0 - progress)  # onecycle: linear down after the linear rise
