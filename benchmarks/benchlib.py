@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from reslab.data.loader import DeviceLoader, Normalization
-from reslab.train.runtime import Runtime, autocast
+from reslab.engine.runtime import Runtime, autocast
 
 # Random labels at a real lr can diverge within a few steps; a NaN run may time differently (and the engine
 # would stop), so benchmark steps use a small lr. Speed does not depend on its value.
@@ -282,7 +282,7 @@ def make_sgd(
 ) -> torch.optim.SGD:
     """The engine's optimiser (its helper when the engine has one, so fused kernels follow it)."""
     try:
-        from reslab.train.engine import make_sgd as engine_sgd
+        from reslab.engine.loop import make_sgd as engine_sgd
     except ImportError:
         return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
     return engine_sgd(params, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
@@ -306,7 +306,7 @@ def engine_step(
     rt: Runtime,
     batches: Iterator[tuple[torch.Tensor, torch.Tensor]],
 ) -> Callable[[], None]:
-    """One step exactly as ``reslab.train.engine.train``'s loop does it (label smoothing 0.1, device-side
+    """One step exactly as ``reslab.engine.loop.train``'s loop does it (label smoothing 0.1, device-side
     loss/correct sums, the finite check); the model is already in the runtime's memory format."""
     loss_sum = torch.zeros((), device=rt.device)
     correct = torch.zeros((), dtype=torch.int64, device=rt.device)
@@ -335,7 +335,7 @@ def engine_step(
 def engine_infer(
     model: nn.Module, rt: Runtime, batches: Iterator[tuple[torch.Tensor, torch.Tensor]]
 ) -> Callable[[], None]:
-    """Inference as ``reslab.train.evaluate`` does it: eval mode, no grad, autocast, sums on the device."""
+    """Inference as ``reslab.engine.evaluation`` does it: eval mode, no grad, autocast, sums on the device."""
     model.eval()
     total = torch.zeros((), dtype=torch.int64, device=rt.device)
 

@@ -26,8 +26,8 @@ import torch
 
 import benchlib as bl
 from reslab.data.loader import DeviceLoader, Normalization
+from reslab.engine.runtime import Runtime
 from reslab.models import build_model, summarize
-from reslab.train.runtime import Runtime
 
 PEAK_BF16_TFLOPS = 989.0  # H100/H200 SXM dense bf16 (no sparsity)
 NORM = Normalization("channel", torch.full((3, 1, 1), 0.5), torch.full((3, 1, 1), 0.25))

@@ -31,8 +31,8 @@ import torch
 
 import benchlib as bl
 from reslab.data.loader import DeviceLoader, Normalization
+from reslab.engine.runtime import Runtime
 from reslab.models import build_model, summarize
-from reslab.train.runtime import Runtime
 
 DEFAULT_CASES = ("resnet20:32:128", "resnet56:32:128", "resnet18:224:8", "resnet50:224:8")
 QUICK_CASES = ("resnet20:32:32", "resnet18:64:4")

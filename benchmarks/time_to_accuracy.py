@@ -8,7 +8,7 @@ smoothing 0.1, batch 64, 1 warm-up epoch then cosine over 8 epochs, seed 0) and 
 images at the same points (every ``--eval-every`` steps). The clock starts before the dataset is loaded and
 stops at the first evaluation at or above the target, so data preparation and evaluation time are included.
 
-- ``reslab``: ``reslab.train.train`` with its best CPU setting (precision and channels_last ``auto`` = bf16
+- ``reslab``: ``reslab.engine.train`` with its best CPU setting (precision and channels_last ``auto`` = bf16
   autocast + channels_last on a CPU with native bf16), stopped from the engine's callback;
 - ``baseline``: a DataLoader over a TensorDataset of normalised float NCHW images, fp32, torch's default SGD,
   ``loss.item()`` each step, the learning rate from the same schedule function.
@@ -31,9 +31,9 @@ from torch.utils.data import DataLoader, TensorDataset
 import benchlib as bl
 from reslab.data import load_dataset
 from reslab.data.loader import Normalization
+from reslab.engine import TrainConfig, train
+from reslab.engine.schedule import lr_at, make_plan
 from reslab.models import build_model, model_info
-from reslab.train import TrainConfig, train
-from reslab.train.schedule import lr_at, make_plan
 
 
 class _Reached(Exception):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, settings
 
-from reslab.train import TrainConfig
+from reslab.engine import TrainConfig
 
 # At least 200 generated inputs per fuzz test (issue 8), reproducible on every run and machine.
 FUZZ = settings(

@@ -24,7 +24,7 @@ def one_thread():
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny run made by the engine: resnet8 on synthetic 1x8x8 images, 4 steps."""
-    from reslab.train import TrainConfig, train
+    from reslab.engine import TrainConfig, train
 
     out = tmp_path_factory.mktemp("runs") / "resnet8-run"
     train(

@@ -15,11 +15,10 @@ from reslab.analysis import (
     is_identity_block,
     loss_landscape,
     response_profile,
-    verdict,
-    weight_layers,
     zero_branch,
 )
-from reslab.analysis.landscape import mean_loss
+from reslab.analysis.gradient_flow import verdict, weight_layers
+from reslab.analysis.loss_surface import mean_loss
 from reslab.models import BasicBlock, Bottleneck, PreActBasicBlock, ResidualDenseBlock, build_model
 
 

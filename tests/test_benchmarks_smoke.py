@@ -51,8 +51,8 @@ def test_cli_defaults_parse(bench: ModuleType) -> None:
 
 
 def test_engine_step_trains_and_ratios_pair_rounds(bench: ModuleType) -> None:
+    from reslab.engine.runtime import Runtime
     from reslab.models import build_model
-    from reslab.train.runtime import Runtime
 
     torch.manual_seed(0)
     model = build_model("resnet8", num_classes=10, in_channels=1)

@@ -20,9 +20,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reslab.errors import CheckpointError
-from reslab.models import build_model
-from reslab.train.checkpoint import (
+from reslab.engine.checkpoint import (
     MANIFEST,
     STATE,
     load_checkpoint,
@@ -30,7 +28,9 @@ from reslab.train.checkpoint import (
     save_checkpoint,
     weights_bytes,
 )
-from reslab.train.rundir import WEIGHTS
+from reslab.engine.rundir import WEIGHTS
+from reslab.errors import CheckpointError
+from reslab.models import build_model
 
 try:
     from tests.helpers import FUZZ

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from reslab.cli import main
-from reslab.train import TrainConfig, train
+from reslab.engine import TrainConfig, train
 
 BASE = [
     "--model", "resnet8", "--dataset", "synthetic:1x12x12", "--batch-size", "64", "--precision", "fp32",

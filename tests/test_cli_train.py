@@ -103,9 +103,9 @@ def test_resume_with_other_model_exits_2(run_dir: Path, capsys: pytest.CaptureFi
 def test_ctrl_c_checkpoints_exits_130_and_cli_resume_matches(
     tmp_path: Path, run_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import reslab.train.engine as engine
+    import reslab.engine.loop as engine
 
-    real = engine.evaluate
+    real = engine.evaluate_model
     calls = []
 
     def evaluate_then_ctrl_c(*args: object, **kwargs: object) -> object:
@@ -114,11 +114,11 @@ def test_ctrl_c_checkpoints_exits_130_and_cli_resume_matches(
             os.kill(os.getpid(), signal.SIGINT)  # the user presses Ctrl-C during the first evaluation
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(engine, "evaluate", evaluate_then_ctrl_c)
+    monkeypatch.setattr(engine, "evaluate_model", evaluate_then_ctrl_c)
     out = tmp_path / "run"
     assert main(["train", *TINY, "--out", str(out)]) == 130
     assert (out / "checkpoints" / "ckpt-00000004").is_dir() and not (out / "summary.json").exists()
-    monkeypatch.setattr(engine, "evaluate", real)
+    monkeypatch.setattr(engine, "evaluate_model", real)
     assert main(["train", "--resume", str(out)]) == 0  # flags come from the run's config.json
     a, b = load_file(str(run_dir / "model.safetensors")), load_file(str(out / "model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)

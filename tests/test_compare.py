@@ -13,7 +13,7 @@ import pytest
 
 from reslab.cli import main
 from reslab.errors import ConfigError
-from reslab.experiments import CompareConfig, RunRecord, run_compare
+from reslab.experiments import CompareConfig, RunRecord, compare
 from reslab.experiments.results import CSV_FIELDS, Stat, aggregate, checks, verdict
 
 DEPTHS = (8, 14)
@@ -46,7 +46,7 @@ def tiny(out: Path, **overrides: object) -> CompareConfig:
 def sweep(out: Path, **overrides: object) -> tuple[object, list[tuple[str, str]]]:
     """Run the tiny sweep; returns (result, [(model, how)])."""
     seen: list[tuple[str, str]] = []
-    result = run_compare(tiny(out, **overrides), on_run=lambda r, how: seen.append((r.model, how)))
+    result = compare(tiny(out, **overrides), on_run=lambda r, how: seen.append((r.model, how)))
     return result, seen
 
 
@@ -186,11 +186,11 @@ def test_a_run_dir_with_other_training_settings_is_refused(done: Path, tmp_path:
         (["--depths", "9"], "valid depths are 6n+2"),
         (["--family", "imagenet", "--depths", "20"], "not an ImageNet ResNet"),
         (["--family", "mlp", "--depths", "0"], "dense block"),
-        (["--family", "transformer"], "unknown --family"),
+        (["--family", "transformer"], "invalid choice"),
         (["--depths", "20,20"], "repeats"),
         (["--seeds", "0"], "--seeds"),
         (["--preset", "default", "--lr", "-1"], "--lr"),
-        (["--depths", "20,x"], "expected depths"),
+        (["--depths", "20,x"], "comma-separated list of int"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, capsys, flags: list[str], message: str) -> None:
@@ -213,7 +213,7 @@ def test_resolve_fills_the_preset() -> None:
     assert paper.depths == (20, 32, 44, 56, 110) and paper.dataset == "cifar10"
     t = paper.train_config("resnet110", seed=0, out="x")
     assert (t.iterations, t.val_split, t.schedule) == (64_000, 5000, "step")
-    mlp = CompareConfig(family="mlp", mlp_norm=True).resolve()
+    mlp = CompareConfig(family="mlp", model_kwargs={"norm": "batch"}).resolve()
     t = mlp.train_config("plainmlp4", seed=0, out="x")
     assert t.model_kwargs == {"norm": "batch"} and t.lr == 0.1  # the same recipe as the conv nets
     assert replace(cfg, family="cifar", depths=(50,)).resolve()  # 6n+2 that is also an ImageNet depth

@@ -19,10 +19,11 @@ import torch
 from safetensors.torch import load_file
 
 from reslab.data.loader import DeviceLoader, Normalization
+from reslab.engine import TrainConfig, train
+from reslab.engine.distributed import local_batch
+from reslab.engine.launch import describe_failure, torchrun_args
 from reslab.errors import ConfigError
-from reslab.train import TrainConfig, train
-from reslab.train.distributed import local_batch
-from reslab.train.launch import describe_failure, torchrun_args, train_on_devices
+from reslab.experiments.scheduler import train_on_devices
 
 # resnet8 (6 BatchNorms) on 512 synthetic 1x12x12 images: 8 steps of 64 per epoch. channels_last off: on
 # this CPU a 1-thread NHWC conv takes another kernel path whose rounding differs by ~1e-4 after 6 steps.
@@ -97,8 +98,8 @@ def test_torchrun_arguments_carry_the_resolved_config() -> None:
     cfg = TrainConfig(**CONFIG)  # type: ignore[arg-type]
     args = torchrun_args(cfg, 2)
     assert args[:6] == ["--standalone", "--nproc-per-node", "2", "--max-restarts", "0", "-m"]
-    assert args[6:9] == ["reslab", "train", "--config-json"]
-    assert TrainConfig.from_dict(json.loads(args[9])) == cfg
+    assert args[6] == "reslab.engine.worker"
+    assert TrainConfig.from_dict(json.loads(args[7])) == cfg
 
 
 def test_a_dead_rank_is_one_line() -> None:
@@ -119,7 +120,7 @@ def test_a_dead_rank_is_one_line() -> None:
 
 DIE_SCRIPT = """
 import os, signal
-from reslab.train import TrainConfig, train
+from reslab.engine import TrainConfig, train
 
 def die(metrics):
     if os.environ["RANK"] == "1" and metrics["iteration"] == 4:

@@ -17,11 +17,11 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from reslab.cli import main
+from reslab.engine import load_run, train
+from reslab.engine.checkpoint import list_checkpoints, load_checkpoint, load_weights
+from reslab.engine.memory import estimate_training_memory, saved_tensor_bytes
 from reslab.errors import CheckpointError, TrainingError
 from reslab.models import build_model
-from reslab.train import load_run, train
-from reslab.train.checkpoint import list_checkpoints, load_checkpoint, load_weights
-from reslab.train.memory import estimate_training_memory, saved_tensor_bytes
 
 try:
     from tests.helpers import tiny
@@ -125,7 +125,7 @@ class _PoisonGrad(torch.autograd.Function):
 
 def _loss_with(monkeypatch: pytest.MonkeyPatch, at_step: int, fault: object) -> None:
     """From step ``at_step`` on, the engine's cross-entropy applies ``fault`` (the step loop only)."""
-    import reslab.train.engine as engine
+    import reslab.engine.step as engine
 
     calls = [0]
 
@@ -146,7 +146,9 @@ def test_nan_gradients_with_a_finite_loss_stop_at_that_step(
     # Step 6 is an evaluation point: without the gradient check its NaN weights would be checkpointed
     # and the loss would only turn NaN at step 7.
     _loss_with(monkeypatch, 6, "poison")
-    with pytest.raises(TrainingError, match=r"gradients became NaN/inf at iteration 6; try a lower --lr"):
+    with pytest.raises(
+        TrainingError, match=r"gradients or weights became NaN/inf at iteration 6; try a lower --lr"
+    ):
         train(tiny(tmp_path, eval_every=2))
     ckpts = list_checkpoints(tmp_path)
     assert [p.name for p in ckpts] == ["ckpt-00000004", "ckpt-00000002"]
@@ -203,7 +205,7 @@ def test_out_of_memory_is_one_line_with_the_fixes_and_keeps_the_checkpoint(
 def test_a_run_that_cannot_fit_is_refused_before_the_first_step(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import reslab.train.engine as engine
+    import reslab.engine.loop as engine
 
     monkeypatch.setattr(engine, "available_memory", lambda device: 2**20)  # 1 MiB free
     assert main(["train", *TINY, "--out", str(tmp_path / "r")]) == 2
@@ -275,7 +277,7 @@ def test_activation_checkpointing_flag_reaches_the_model(
 def test_read_only_out_dir_exits_2_before_training(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import reslab.train.rundir as rundir
+    import reslab.engine.rundir as rundir
 
     out = tmp_path / "ro"
     out.mkdir()
@@ -293,7 +295,7 @@ def test_read_only_out_dir_exits_2_before_training(
 def test_too_little_disk_exits_2_before_training(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import reslab.train.rundir as rundir
+    import reslab.engine.rundir as rundir
 
     usage = types.SimpleNamespace(total=10**9, used=10**9, free=4096)
     monkeypatch.setattr(rundir.shutil, "disk_usage", lambda path: usage)
@@ -304,7 +306,7 @@ def test_too_little_disk_exits_2_before_training(
 
 def _fail_writes_after_first_checkpoint(monkeypatch: pytest.MonkeyPatch, where: str, code: int) -> None:
     """Once the first checkpoint is complete, the disk is full (or read-only) for ``where``."""
-    import reslab.train.checkpoint as checkpoint
+    import reslab.engine.checkpoint as checkpoint
 
     armed = [False]
     real_fsync, real_write = os.fsync, checkpoint.atomic_write_bytes

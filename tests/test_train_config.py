@@ -8,10 +8,10 @@ import math
 import pytest
 import torch
 
+from reslab.engine import RECIPES, TrainConfig
+from reslab.engine.runtime import resolve_runtime
+from reslab.engine.schedule import lr_at, make_plan
 from reslab.errors import ConfigError
-from reslab.train import RECIPES, TrainConfig
-from reslab.train.runtime import resolve_runtime
-from reslab.train.schedule import lr_at, make_plan
 
 
 @pytest.mark.parametrize(
@@ -20,8 +20,10 @@ from reslab.train.schedule import lr_at, make_plan
         ({"batch_size": 0}, "--batch-size"),
         ({"batch_size": -8}, "--batch-size"),
         ({"epochs": 0}, "--epochs"),
-        ({"epochs": 2, "iterations": 10}, "exactly one"),
-        ({"epochs": None}, "exactly one"),
+        ({"epochs": 2, "iterations": 10}, "at most one"),
+        ({"lr": "0.1"}, "--lr must be a number"),
+        ({"seed": 2**64}, "--seed"),
+        ({"nesterov": "yes"}, "--nesterov must be true or false"),
         ({"lr": 0.0}, "--lr"),
         ({"lr": float("nan")}, "--lr"),
         ({"weight_decay": -1.0}, "--weight-decay"),

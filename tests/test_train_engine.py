@@ -12,9 +12,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from reslab.engine import TrainConfig, load_run, train
+from reslab.engine.checkpoint import list_checkpoints, load_checkpoint
+from reslab.engine.evaluation import evaluate_model
 from reslab.errors import CheckpointError, ConfigError, TrainingError
-from reslab.train import TrainConfig, evaluate, load_run, train
-from reslab.train.checkpoint import list_checkpoints, load_checkpoint
 
 try:
     from tests.helpers import tiny
@@ -138,7 +139,7 @@ def test_final_figures_match_evaluate(straight: Path) -> None:
 
     model, info = load_run(straight)
     ds = load_dataset("synthetic:1x12x12")
-    res = evaluate(model, DeviceLoader(ds.test_x, ds.test_y, batch_size=50, norm=info.norm))
+    res = evaluate_model(model, DeviceLoader(ds.test_x, ds.test_y, batch_size=50, norm=info.norm))
     summary = json.loads((straight / "summary.json").read_text())
     assert res.n == 128 and res.top5_error <= res.error
     assert res.error == pytest.approx(summary["final_test_error"], abs=1e-6)

@@ -34,3 +34,29 @@ class TrainingError(ReslabError):
     """Training cannot go on: NaN/inf loss, out of memory. The last good checkpoint is kept."""
 
     exit_code: int = 3
+
+
+class DivergedError(TrainingError):
+    """The loss, a gradient or a weight became NaN/inf at ``iteration``: the run diverged.
+
+    A single run stops on it (exit 3); a sweep records the run as diverged and goes on.
+    """
+
+    def __init__(self, message: str, *, iteration: int, run_dir: object = None) -> None:
+        super().__init__(message)
+        self.iteration = iteration
+        self.run_dir = run_dir
+
+
+class NonFiniteError(ReslabError):
+    """A model's outputs are NaN/inf (broken or diverged weights): never reported as a figure."""
+
+    exit_code: int = 3
+
+
+def report(err: ReslabError) -> int:
+    """Print ``err`` as the one line a user sees on stderr; return its exit code (CLI and worker share it)."""
+    import sys
+
+    sys.stderr.write(f"reslab: error: {err}\n")
+    return err.exit_code

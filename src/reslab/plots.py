@@ -1,53 +1,82 @@
 """Every matplotlib figure of reslab, one function per figure, sharing one style.
 
-Each figure function takes plain data (lists of numbers or the analysis dataclasses), writes one PNG and
-returns its path. :func:`figure` and :func:`save` hold the shared style, so a figure added here later (the
-compare experiment's) looks like the others: plain is always dashed orange-red, residual solid blue.
+Each figure function takes plain data (lists of numbers or the analysis dataclasses) and returns a
+:class:`matplotlib.figure.Figure`; :func:`save_png` writes it. Figures are built without pyplot, so importing
+reslab never changes the user's backend or global style: in a notebook ``plt.show()`` keeps working, and a
+returned figure displays inline like any other. Plain is always dashed and warm, residual solid and cool.
 """
 
 from __future__ import annotations
 
+import functools
+import io
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import matplotlib
-
-matplotlib.use("Agg")  # files only, no display: works on servers and in CI; set here and nowhere else
-
-import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
-    from matplotlib.figure import Figure
 
-    from reslab.analysis.gradients import GradientProfile
-    from reslab.analysis.landscape import Landscape
-    from reslab.analysis.responses import ResponseProfile
+    from reslab.analysis.gradient_flow import GradientProfile
+    from reslab.analysis.layer_responses import ResponseProfile
+    from reslab.analysis.loss_surface import Landscape
 
 DPI = 110  # small PNGs that still read well in a README
+STYLE = {"axes.grid": True, "grid.alpha": 0.3, "font.size": 9, "axes.titlesize": 10}
 PLAIN_COLORS = ("#d95f02", "#e7298a", "#a6761d", "#e6ab02")  # warm: plain nets
 RESIDUAL_COLORS = ("#1b6ac9", "#1b9e77", "#7570b3", "#66a61e")  # cool: residual nets
+DEPTH_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")
+
+FigFn = TypeVar("FigFn", bound=Callable[..., Figure])
 
 
-def figure(ncols: int = 1, nrows: int = 1, *, width: float = 5.2, height: float = 3.8) -> tuple[Figure, Any]:
-    """A figure of ``nrows x ncols`` panels of ``width x height`` inches each, in the project's style."""
-    plt.rcParams.update({"axes.grid": True, "grid.alpha": 0.3, "font.size": 9, "axes.titlesize": 10})
-    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False)
-    return fig, axes
+def styled(fn: FigFn) -> FigFn:
+    """Draw ``fn``'s figure under the project's style without touching the user's global rcParams."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Figure:
+        with matplotlib.rc_context(STYLE):
+            return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
-def save(fig: Figure, path: str | Path, title: str | None = None) -> Path:
-    """Add the suptitle, lay out, write the PNG at :data:`DPI` and close the figure (no leaks in loops)."""
+def new_figure(
+    ncols: int = 1, nrows: int = 1, *, width: float = 5.2, height: float = 3.8
+) -> tuple[Figure, Any]:
+    """A figure of ``nrows x ncols`` panels of ``width x height`` inches each (axes as a 2D array)."""
+    fig = Figure(figsize=(width * ncols, height * nrows))
+    return fig, fig.subplots(nrows, ncols, squeeze=False)
+
+
+def finish(fig: Figure, title: str | None = None, *, rect: tuple[float, ...] | None = None) -> Figure:
+    """Add the bold suptitle and lay the panels out."""
     if title:
         fig.suptitle(title, fontsize=11, fontweight="bold")
-    fig.tight_layout()
+    if rect is not None:
+        fig.tight_layout(rect=rect)
+    elif not fig.get_layout_engine():
+        fig.tight_layout()
+    return fig
+
+
+def save_png(fig: Figure, path: str | Path) -> Path:
+    """Write ``fig`` as a PNG at :data:`DPI`; returns the path."""
     path = Path(path)
     fig.savefig(path, dpi=DPI)
-    plt.close(fig)
     return path
+
+
+def png_bytes(fig: Figure) -> bytes:
+    """The PNG of ``fig`` (for inline display in notebooks)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI)
+    return buf.getvalue()
 
 
 def style_for(residual: bool, index: int) -> dict[str, Any]:
@@ -70,13 +99,14 @@ def _positive(values: Sequence[float], floor: float) -> list[float]:
     return [v if v > 0 and math.isfinite(v) else floor for v in values]
 
 
-def gradients_figure(profiles: Sequence[GradientProfile], path: str | Path) -> Path:
-    """``gradients.png``: log ||dL/dW|| per weight layer (left) and ||dL/d(block output)|| per block (right).
+@styled
+def gradients_figure(profiles: Sequence[GradientProfile]) -> Figure:
+    """Log ||dL/dW|| per weight layer (left) and ||dL/d(block output)|| per block (right).
 
     One line per model and snapshot: solid/dashed for residual/plain, thick for the start, thin with dots
     for after K steps.
     """
-    fig, axes = figure(2, width=5.6, height=4.0)
+    fig, axes = new_figure(2, width=5.6, height=4.0)
     ax_w, ax_b = axes[0]
     every = [v for p in profiles for s in p.snapshots for v in s.weight_grad_norms + s.block_grad_norms]
     finite = [v for v in every if v > 0 and math.isfinite(v)]
@@ -88,9 +118,11 @@ def gradients_figure(profiles: Sequence[GradientProfile], path: str | Path) -> P
             kw = dict(st, linewidth=2.0 if start else 1.0, alpha=1.0 if start else 0.8)
             if not start:
                 kw["marker"] = "."
-            name = f"{p.label} ({when})"
             ax_w.plot(
-                range(len(s.weight_grad_norms)), _positive(s.weight_grad_norms, floor), label=name, **kw
+                range(len(s.weight_grad_norms)),
+                _positive(s.weight_grad_norms, floor),
+                label=f"{p.label} ({when})",
+                **kw,
             )
             ax_b.plot(range(1, len(s.block_grad_norms) + 1), _positive(s.block_grad_norms, floor), **kw)
     ax_w.set(yscale="log", xlabel="weight layer (0 = input layer, last = classifier)", ylabel="‖∂L/∂W‖")
@@ -100,18 +132,14 @@ def gradients_figure(profiles: Sequence[GradientProfile], path: str | Path) -> P
     fig.legend(
         *ax_w.get_legend_handles_labels(), loc="lower center", ncol=min(4, 2 * len(profiles)), fontsize=8
     )
-    title = "Gradient norm vs depth: plain (dashed) vs residual (solid)"
-    fig.suptitle(title, fontsize=11, fontweight="bold")
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
-    fig.savefig(Path(path), dpi=DPI)
-    plt.close(fig)
-    return Path(path)
+    return finish(fig, "Gradient norm vs depth: plain (dashed) vs residual (solid)", rect=(0, 0.07, 1, 1))
 
 
-def responses_figure(profiles: Sequence[ResponseProfile], path: str | Path) -> Path:
-    """``responses.png`` (He et al. 2015, Fig. 7): std of each block's branch output, in layer order (left)
-    and sorted by magnitude (right); plain dashed, residual solid."""
-    fig, axes = figure(2, width=5.4, height=3.9)
+@styled
+def responses_figure(profiles: Sequence[ResponseProfile]) -> Figure:
+    """He et al. 2015, Fig. 7: std of each block's branch output, in layer order (left) and sorted by
+    magnitude (right); plain dashed, residual solid."""
+    fig, axes = new_figure(2, width=5.4, height=3.9)
     ax_o, ax_s = axes[0]
     for p, st in zip(profiles, _styles(profiles)):
         name = f"{p.label} ({'trained' if p.trained else 'init'})"
@@ -125,17 +153,17 @@ def responses_figure(profiles: Sequence[ResponseProfile], path: str | Path) -> P
     for ax in (ax_o, ax_s):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # blocks are counted, not measured
     ax_o.legend(fontsize=8)
-    return save(fig, path, "Layer responses: std of each block's branch output F(x) (He et al. 2015, Fig. 7)")
+    return finish(fig, "Layer responses: std of each block's branch output F(x) (He et al. 2015, Fig. 7)")
 
 
-def landscape_figure(maps: Sequence[Landscape], path: str | Path) -> Path:
-    """``landscape.png``: top, one 2D contour per model on a shared colour scale (log of the loss); bottom,
-    all 1D slices together on a log axis."""
+@styled
+def landscape_figure(maps: Sequence[Landscape]) -> Figure:
+    """Top, one 2D contour per model on a shared colour scale (log of the loss); bottom, all 1D slices
+    together on a log axis."""
     import numpy as np
 
-    n = len(maps)
-    fig = plt.figure(figsize=(4.2 * max(n, 2) + 1.0, 7.8), layout="constrained")
-    grid = fig.add_gridspec(2, max(n, 1), height_ratios=(1.2, 1.0))
+    fig = Figure(figsize=(4.2 * max(len(maps), 2) + 1.0, 7.8), layout="constrained")
+    grid = fig.add_gridspec(2, max(len(maps), 1), height_ratios=(1.2, 1.0))
     all_losses = np.array([m.losses for m in maps], dtype=np.float64)
     valid = all_losses[np.isfinite(all_losses)]
     # One colour scale for every panel, so plain and residual are read on the same terms; log levels
@@ -178,19 +206,12 @@ def landscape_figure(maps: Sequence[Landscape], path: str | Path) -> Path:
     )
     ax1.set_title("1D slice through w0 (β = 0)")
     ax1.legend(fontsize=8)
-    fig.suptitle(
-        "Loss landscape around the weights, filter-normalised random directions (Li et al. 2018)",
-        fontsize=11,
-        fontweight="bold",
+    return finish(
+        fig, "Loss landscape around the weights, filter-normalised random directions (Li et al. 2018)"
     )
-    fig.savefig(Path(path), dpi=DPI)
-    plt.close(fig)
-    return Path(path)
 
 
-# --- reslab compare: the degradation experiment (He et al. 2015, Fig. 1 and Fig. 6) ---------------------
-
-DEPTH_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")
+# --- sweeps: the degradation experiment (He et al. 2015, Fig. 1 and Fig. 6) --------------------------------
 
 
 def _seed_mean_curve(runs: Sequence[Any], key: str) -> tuple[list[int], list[float]]:
@@ -202,36 +223,33 @@ def _seed_mean_curve(runs: Sequence[Any], key: str) -> tuple[list[int], list[flo
     return common, [100 * sum(p[i] for p in per_run) / len(per_run) for i in common]
 
 
-def compare_curves_figure(
-    records: Sequence[Any], path: str | Path, *, subject: str = "", depth_unit: str = "layers"
-) -> Path:
-    """``curves.png``, laid out as He et al. 2015, Fig. 6: error vs iterations, plain left, residual right.
+@styled
+def compare_curves_figure(records: Sequence[Any], *, subject: str = "", depth_unit: str = "layers") -> Figure:
+    """Laid out as He et al. 2015, Fig. 6: error vs iterations, plain left, residual right.
 
-    ``records``: objects with ``kind`` ("plain" | "residual"), ``depth`` and ``history`` (metrics.jsonl
-    records), e.g. :class:`reslab.experiments.RunRecord`; seeds of one depth and kind are averaged. Training
-    error (thin, dashed; in train mode, averaged over each evaluation interval) and test error (bold); one
-    colour per depth on both panels, which share the y-axis.
+    ``records``: objects with ``kind`` ("plain" | "residual"), ``depth``, ``status`` and ``history``
+    (metrics.jsonl records), e.g. :class:`reslab.experiments.RunRecord`; seeds of one depth and kind are
+    averaged. Training error (thin, dashed; train mode, averaged over each evaluation interval) and test
+    error (bold); one colour per depth on both panels, which share the y-axis. A run that diverged is drawn
+    up to its last finite point, marked with an x.
     """
     depths = sorted({r.depth for r in records})
     color = {d: DEPTH_COLORS[i % len(DEPTH_COLORS)] for i, d in enumerate(depths)}
-    fig, axes = figure(2, width=5.0, height=3.9)
+    fig, axes = new_figure(2, width=5.0, height=3.9)
     final: list[float] = []
     for ax, kind in zip(axes[0], ("plain", "residual")):
         for d in depths:
             runs = [r for r in records if r.kind == kind and r.depth == d]
-            if not runs:
-                continue
-            it_tr, tr = _seed_mean_curve(runs, "train_error")
-            it_te, te = _seed_mean_curve(runs, "test_error")
-            ax.plot(it_tr, tr, color=color[d], linestyle="--", linewidth=1.0, alpha=0.9)
-            ax.plot(it_te, te, color=color[d], linewidth=2.2, label=f"{kind}, {d} {depth_unit}")
-            final += tr[-1:] + te[-1:]
+            if runs:
+                final += _draw_curves(ax, runs, color[d], f"{kind}, {d} {depth_unit}")
         seeds = len({r.seed for r in records})
-        per = f", mean of {seeds} seeds" if seeds > 1 else ""
-        ax.set_title(f"{kind} nets: training (dashed) and test (bold) error{per}")
+        ax.set_title(
+            f"{kind} nets: training (dashed) and test (bold) error"
+            + (f", mean of {seeds} seeds" if seeds > 1 else "")
+        )
         ax.set(xlabel="iterations (optimizer steps)", ylabel="error (%)")
         ax.set_xlim(left=0)
-        ax.legend(fontsize=8, title="colour = depth", title_fontsize=8)
+        ax.legend(fontsize=8, title="colour = depth; x = diverged", title_fontsize=8)
     # As in Fig. 6, the y-axis is sized for where the nets end (up to 2.5x the worst final error), so the
     # gaps between depths stay readable; the first steps of training run off the top.
     top = max(final, default=40.0)
@@ -239,65 +257,46 @@ def compare_curves_figure(
     for ax in axes[0][1:]:
         ax.sharey(axes[0][0])
     title = "Plain vs residual nets: error during training"
-    return save(fig, path, f"{title} ({subject})" if subject else title)
+    return finish(fig, f"{title} ({subject})" if subject else title)
 
 
+def _draw_curves(ax: Axes, runs: Sequence[Any], color: str, label: str) -> list[float]:
+    """One depth and kind: mean training and test curves; returns their final values (for the y-range)."""
+    it_tr, tr = _seed_mean_curve(runs, "train_error")
+    it_te, te = _seed_mean_curve(runs, "test_error")
+    diverged = any(getattr(r, "status", "trained") == "diverged" for r in runs)
+    ax.plot(it_tr, tr, color=color, linestyle="--", linewidth=1.0, alpha=0.9)
+    ax.plot(it_te, te, color=color, linewidth=2.2, label=label + (" (diverged)" if diverged else ""))
+    if diverged and it_te:
+        ax.plot(
+            it_te[-1:], te[-1:], marker="x", color=color, markersize=9, markeredgewidth=2, linestyle="none"
+        )
+    return [] if diverged else tr[-1:] + te[-1:]
+
+
+@styled
 def error_vs_depth_figure(
     records: Sequence[Any],
-    path: str | Path,
     *,
     subject: str = "",
     depth_label: str = "number of layers",
     show_test: bool = True,
-) -> Path:
-    """``error_vs_depth.png``: final training error (eval mode, whole training split) vs depth, plain vs
-    residual, mean ± std band over seeds (lines and markers only for one seed); test error dotted.
+) -> Figure:
+    """Final training error (eval mode, whole training split) vs depth, plain vs residual, mean ± std band
+    over seeds; test error dotted. A depth whose runs diverged is an x at the top, not a number.
 
-    ``records``: objects with ``kind``, ``depth``, ``seed``, ``final_train_error`` and ``final_test_error``.
+    ``records``: objects with ``kind``, ``depth``, ``seed``, ``status``, ``final_train_error`` and
+    ``final_test_error``.
     """
-    fig, axes = figure(1, width=7.4, height=4.4)
+    fig, axes = new_figure(1, width=7.4, height=4.4)
     ax = axes[0][0]
     seeds = len({r.seed for r in records})
     for kind, marker in (("plain", "o"), ("residual", "s")):
-        depths = sorted({r.depth for r in records if r.kind == kind})
-        if not depths:
-            continue
-        st = style_for(kind == "residual", 0)
-        for key, what in (("final_train_error", "training"), ("final_test_error", "test")):
-            if what == "test" and not show_test:
-                continue
-            groups = [
-                [100 * getattr(r, key) for r in records if r.kind == kind and r.depth == d] for d in depths
-            ]
-            mean = [sum(g) / len(g) for g in groups]
-            std = [
-                math.sqrt(sum((v - m) ** 2 for v in g) / (len(g) - 1)) if len(g) > 1 else 0.0
-                for g, m in zip(groups, mean)
-            ]
-            if what == "training":
-                ax.plot(depths, mean, marker=marker, linewidth=2.0, label=f"{kind}: training error", **st)
-                if seeds > 1:
-                    lo = [max(m - s, 0.0) for m, s in zip(mean, std)]
-                    ax.fill_between(
-                        depths,
-                        lo,
-                        [m + s for m, s in zip(mean, std)],
-                        color=st["color"],
-                        alpha=0.18,
-                        linewidth=0,
-                    )
-            else:
-                ax.plot(
-                    depths,
-                    mean,
-                    marker=marker,
-                    markersize=4,
-                    linewidth=1.0,
-                    alpha=0.6,
-                    color=st["color"],
-                    linestyle=":",
-                    label=f"{kind}: test error",
-                )
+        mine = [r for r in records if r.kind == kind]
+        if mine:
+            _draw_depth_lines(
+                ax, mine, style_for(kind == "residual", 0), kind, marker, band=seeds > 1, show_test=show_test
+            )
     all_depths = sorted({r.depth for r in records})
     if all_depths and all_depths[-1] >= 8 * all_depths[0]:  # e.g. MLPs of 4, 16, 64 blocks: even spacing
         ax.set_xscale("log", base=2)
@@ -306,8 +305,61 @@ def error_vs_depth_figure(
     ax.set_ylim(bottom=0)
     ax.set(xlabel=depth_label, ylabel="final error (%)")
     band = f"mean ± std band over {seeds} seeds" if seeds > 1 else "one seed"
-    what = "bold: training error (eval mode, whole training split)"
-    ax.set_title(f"{what}; dotted: test error; {band}", fontsize=9)
+    ax.set_title(
+        f"bold: training error (eval mode, whole training split); dotted: test error; {band}", fontsize=9
+    )
     ax.legend(fontsize=8)
     title = "Final error vs depth, plain vs residual"
-    return save(fig, path, f"{title} ({subject})" if subject else title)
+    return finish(fig, f"{title} ({subject})" if subject else title)
+
+
+def _draw_depth_lines(
+    ax: Axes,
+    records: Sequence[Any],
+    st: dict[str, Any],
+    kind: str,
+    marker: str,
+    *,
+    band: bool,
+    show_test: bool,
+) -> None:
+    trained = [r for r in records if getattr(r, "status", "trained") != "diverged"]
+    depths = sorted({r.depth for r in trained})
+    for key, what in (("final_train_error", "training"), ("final_test_error", "test")):
+        if what == "test" and not show_test:
+            continue
+        groups = [[100 * getattr(r, key) for r in trained if r.depth == d] for d in depths]
+        mean = [sum(g) / len(g) for g in groups]
+        std = [
+            math.sqrt(sum((v - m) ** 2 for v in g) / (len(g) - 1)) if len(g) > 1 else 0.0
+            for g, m in zip(groups, mean)
+        ]
+        if what == "training":
+            ax.plot(depths, mean, marker=marker, linewidth=2.0, label=f"{kind}: training error", **st)
+            if band:
+                lo, hi = [max(m - s, 0.0) for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)]
+                ax.fill_between(depths, lo, hi, color=st["color"], alpha=0.18, linewidth=0)
+        else:
+            ax.plot(
+                depths,
+                mean,
+                marker=marker,
+                markersize=4,
+                linewidth=1.0,
+                alpha=0.6,
+                color=st["color"],
+                linestyle=":",
+                label=f"{kind}: test error",
+            )
+    failed = sorted({r.depth for r in records if getattr(r, "status", "trained") == "diverged"} - set(depths))
+    if failed:
+        ax.plot(
+            failed,
+            [100.0] * len(failed),
+            marker="x",
+            markersize=10,
+            markeredgewidth=2,
+            linestyle="none",
+            color=st["color"],
+            label=f"{kind}: diverged",
+        )

@@ -6,28 +6,28 @@ greater than its shallower counterpart." A residual block ``relu(F(x) + x)`` who
 on non-negative input, i.e. on the output of any earlier ReLU. The plain twin with the same zeroing outputs
 ``relu(0) = 0``: to be the identity its layers would have to learn it, which is the "degradation" problem.
 
-    >>> block = zero_branch(BasicBlock(16, 16))           # doctest: +SKIP
+    >>> block = zero_branch(BasicBlock(16, 16))  # in place      # doctest: +SKIP
     >>> is_identity_block(block.eval(), torch.rand(2, 16, 8, 8))
     True
 """
 
 from __future__ import annotations
 
-import copy
-
 import torch
 from torch import nn
 
 
 def zero_branch(block: nn.Module) -> nn.Module:
-    """A copy of ``block`` whose residual branch outputs exactly zero.
+    """Make ``block``'s residual branch output exactly zero, **in place**; returns the same block.
+
+    (Like ``nn.init`` functions; use ``zero_branch(copy.deepcopy(block))`` to keep the original.)
 
     1. If the branch ends in a BN (``bn2`` of basic / dense blocks, ``bn3`` of bottlenecks), zero its
        gamma and beta: ``F(x) = 0 * x_hat + 0``, whatever the running statistics.
     2. Otherwise (pre-activation blocks, MLP blocks without norm) zero the last conv / linear weight and bias.
     The block's own ``residual`` flag is kept, so a plain block stays plain.
     """
-    out = copy.deepcopy(block)
+    out = block
     for name in ("bn3", "bn2"):
         bn = getattr(out, name, None)
         if isinstance(bn, nn.modules.batchnorm._BatchNorm) and _ends_branch(out, name):

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 from typing import Any
 
+from reslab.engine.rundir import strict_json
 from reslab.errors import ConfigError
 
 
@@ -19,18 +18,7 @@ def out_dir(path: str | Path) -> Path:
     return p
 
 
-def _clean(obj: Any) -> Any:
-    # json.dumps would write NaN/Infinity, which is not JSON: readers (jq, browsers) reject it.
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_clean(v) for v in obj]
-    return obj
-
-
 def write_json(path: Path, data: dict[str, Any]) -> Path:
-    """Write ``data`` as indented, strict JSON."""
-    path.write_text(json.dumps(_clean(data), indent=2, allow_nan=False) + "\n")
+    """Write ``data`` as indented, strict JSON (readers such as jq and browsers reject NaN)."""
+    path.write_text(strict_json(data))
     return path

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -39,8 +40,8 @@ def _is_run(entry: str) -> bool:
 
 def run_dataset(entries: list[str]) -> tuple[str | None, str | None]:
     """(dataset, data_dir) the first run directory among ``entries`` was trained on, or (None, None)."""
-    from reslab.train.rundir import CONFIG
-    from reslab.train.runs import read_run_config
+    from reslab.engine.rundir import CONFIG
+    from reslab.engine.runs import read_run_config
 
     for entry in entries:
         path = Path(entry).expanduser()
@@ -55,15 +56,19 @@ def load_subjects(
     ds: ArrayDataset,
     *,
     seed: int = 0,
+    model_kwargs: dict[str, Any] | None = None,
 ) -> list[Subject]:
     """Load run directories and build fresh models (seeded, shaped for ``ds``), in the order given.
+
+    ``model_kwargs`` go to :func:`~reslab.models.build_model` for the entries given by name (a run keeps
+    the options it was trained with).
 
     Raises:
         ConfigError: an empty list, an unknown model name, a missing run directory, or a run whose input
             does not fit ``ds``.
     """
+    from reslab.engine import load_run
     from reslab.models import build_model, model_info
-    from reslab.train import load_run
 
     if not entries:
         raise ConfigError("no models given; pass model names (e.g. plain20,resnet20) or run directories")
@@ -101,7 +106,9 @@ def load_subjects(
             continue
         spec = model_info(entry)  # ConfigError with close matches for a typo
         torch.manual_seed(seed)  # the same seed gives plain and residual twins comparable draws
-        model = build_model(entry, num_classes=ds.num_classes, input_shape=ds.image_shape)
+        model = build_model(
+            entry, num_classes=ds.num_classes, input_shape=ds.image_shape, **(model_kwargs or {})
+        )
         if fresh_norm is None:
             fresh_norm = Normalization.from_dataset(ds, "channel")
         subjects.append(

@@ -1,7 +1,7 @@
-"""The ``reslab`` command line: parse arguments into typed configs, call the library, map errors.
+"""The ``reslab`` command line: a thin layer that parses flags into typed configs and calls the library.
 
-Each subcommand lives in its own module of this package and exposes ``register(subparsers)``, which adds
-its parser and sets ``func`` (a callable taking the parsed namespace and returning an exit code). Errors
+Modules: ``zoo`` (models, summary), ``training`` (train, eval, predict, export), ``studies`` (compare,
+gradients, responses, landscape); ``options`` generates their flags from the config dataclasses. Errors
 raised as :class:`reslab.errors.ReslabError` become one line on stderr and exit code 2 (3 for training
 failures); Ctrl-C becomes exit code 130.
 """
@@ -9,29 +9,23 @@ failures); Ctrl-C becomes exit code 130.
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Sequence
+from typing import Any
 
-from reslab.errors import ReslabError
+from reslab.errors import ReslabError, report
 
-# One line per subcommand module, in the order ``reslab --help`` lists them.
-COMMANDS: tuple[str, ...] = (
-    "models",
-    "summary",
-    "train",
-    "eval",
-    "predict",
-    "export",
-    "compare",
-    "gradients",
-    "responses",
-    "landscape",
-)
+# In the order ``reslab --help`` lists the commands.
+MODULES = ("zoo", "training", "studies")
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line on stderr (with the fix: ``--help``) and exit code 2."""
+    """argparse without abbreviations (``--config`` must never turn into another flag), whose usage error
+    is one line on stderr (with the fix: ``--help``) and exit code 2."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
         sys.stderr.write(f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
@@ -39,21 +33,17 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from reslab import __version__
+    import importlib
+
+    from reslab.version import __version__
 
     parser = _Parser(
         prog="reslab", description="Build, train and study residual networks and their plain twins."
     )
     parser.add_argument("--version", action="version", version=f"reslab {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"reslab.cli.{name}")
-        except ModuleNotFoundError as err:  # a command not built yet must not break the others
-            if err.name == f"reslab.cli.{name}":
-                continue
-            raise
-        module.register(sub)
+    for name in MODULES:
+        importlib.import_module(f"reslab.cli.{name}").register(sub)
     return parser
 
 
@@ -66,8 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except ReslabError as err:
-        sys.stderr.write(f"reslab: error: {err}\n")
-        return err.exit_code
+        return report(err)
     except KeyboardInterrupt:
         sys.stderr.write("reslab: interrupted\n")
         return 130

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import itertools
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -35,6 +34,8 @@ class RunRecord:
     iterations: int
     path: str  # the run directory
     history: list[dict[str, Any]] = field(default_factory=list, compare=False)  # metrics.jsonl records
+    status: str = "trained"  # "trained" | "diverged" (NaN/inf: its errors are the last finite ones, or NaN)
+    diverged_at: int | None = None  # the iteration whose loss, gradients or weights were not finite
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -76,9 +77,23 @@ class Row:
     kind: str
     depth: int
     params: int
-    train_error: Stat
+    train_error: Stat  # over the runs that trained (not the diverged ones)
     test_error: Stat
     seconds: Stat
+    diverged: int = 0  # runs of this depth and kind that diverged
+    diverged_at: int | None = None  # the earliest iteration at which one did
+
+    @property
+    def failed(self) -> bool:
+        """Counted as not trained by the checks: any seed diverged."""
+        return self.diverged > 0
+
+    def cell(self, which: str) -> str:
+        """The table cell of ``train_error`` / ``test_error``: mean ± std, or where it diverged."""
+        if self.train_error.n == 0:
+            return f"diverged at it. {self.diverged_at}"
+        text = getattr(self, which).pct()
+        return text + (f" ({self.diverged} diverged at it. {self.diverged_at})" if self.diverged else "")
 
 
 def aggregate(records: Sequence[RunRecord]) -> list[Row]:
@@ -89,14 +104,18 @@ def aggregate(records: Sequence[RunRecord]) -> list[Row]:
             group = [r for r in records if r.depth == depth and r.kind == kind]
             if not group:
                 continue
+            ok = [r for r in group if r.status != "diverged"]
+            failed = [r.diverged_at or 0 for r in group if r.status == "diverged"]
             rows.append(
                 Row(
                     kind=kind,
                     depth=depth,
                     params=group[0].params,
-                    train_error=Stat.of([r.final_train_error for r in group]),
-                    test_error=Stat.of([r.final_test_error for r in group]),
+                    train_error=Stat.of([r.final_train_error for r in ok]),
+                    test_error=Stat.of([r.final_test_error for r in ok]),
                     seconds=Stat.of([r.seconds for r in group]),
+                    diverged=len(failed),
+                    diverged_at=min(failed) if failed else None,
                 )
             )
     return rows
@@ -117,8 +136,8 @@ def markdown_table(rows: Sequence[Row], *, layers_label: str = "layers") -> str:
     for depth in sorted({r.depth for r in rows}):
         p, r = _row(rows, "plain", depth), _row(rows, "residual", depth)
         params = " / ".join(f"{x.params:,}" if x else "–" for x in (p, r))
-        cells = [x.train_error.pct() if x else "–" for x in (p, r)]
-        cells += [x.test_error.pct() if x else "–" for x in (p, r)]
+        cells = [x.cell("train_error") if x else "–" for x in (p, r)]
+        cells += [x.cell("test_error") if x else "–" for x in (p, r)]
         secs = [x.seconds.mean for x in (p, r) if x]
         time_cell = f"{sum(secs) / len(secs):.0f}" if secs else "–"
         lines.append(f"| {depth} | {params} | " + " | ".join(cells) + f" | {time_cell} |")
@@ -142,8 +161,8 @@ def checks(rows: Sequence[Row]) -> Checks | None:
     )
     if len(depths) < 2:
         return None
-    plain = [_row(rows, "plain", d).train_error.mean for d in depths]  # type: ignore[union-attr]
-    res = [_row(rows, "residual", d).train_error.mean for d in depths]  # type: ignore[union-attr]
+    plain = [_effective(_row(rows, "plain", d)) for d in depths]
+    res = [_effective(_row(rows, "residual", d)) for d in depths]
     return Checks(
         # Non-strict between neighbours: a plain net pinned at chance (90% on 10 classes) cannot rise further.
         plain_rises=all(b >= a for a, b in itertools.pairwise(plain)) and plain[-1] > plain[0],
@@ -152,8 +171,22 @@ def checks(rows: Sequence[Row]) -> Checks | None:
     )
 
 
+def _effective(row: Row | None) -> float:
+    """The training error the checks use: 100% for a depth whose runs diverged (not trained)."""
+    assert row is not None
+    return 1.0 if row.failed else row.train_error.mean
+
+
+def _pct(row: Row | None) -> str:
+    assert row is not None
+    return "diverged" if row.failed else f"{100 * row.train_error.mean:.2f}%"
+
+
 def verdict(rows: Sequence[Row], *, layers_label: str = "layers") -> str:
-    """One line: does plain training error rise with depth, and how do the twins compare at the deepest."""
+    """One line: does plain training error rise with depth, and how do the twins compare at the deepest.
+
+    A depth whose runs diverged counts as not trained (100% error) and reads "diverged".
+    """
     depths = sorted(
         {r.depth for r in rows if _row(rows, "plain", r.depth) and _row(rows, "residual", r.depth)}
     )
@@ -162,27 +195,30 @@ def verdict(rows: Sequence[Row], *, layers_label: str = "layers") -> str:
         return "verdict: needs at least two depths with both a plain and a residual run"
     deep = depths[-1]
     p, r = _row(rows, "plain", deep), _row(rows, "residual", deep)
-    assert p is not None and r is not None
-    trend = " → ".join(f"{100 * _row(rows, 'plain', d).train_error.mean:.2f}%" for d in depths)  # type: ignore[union-attr]
-    pe, re_ = p.train_error.mean, r.train_error.mean
+    trend = " → ".join(_pct(_row(rows, "plain", d)) for d in depths)
+    pe, re_ = _effective(p), _effective(r)
     ratio = f"{pe / re_:.1f}x lower" if re_ > 0 else "residual at zero"
-    deepest = f"at {deep} {layers_label} residual {100 * re_:.2f}% vs plain {100 * pe:.2f}% ({ratio})"
+    deepest = f"at {deep} {layers_label} residual {_pct(r)} vs plain {_pct(p)} ({ratio})"
+    n_div = sum(x.diverged for x in rows)
+    tail = f" {n_div} run(s) diverged (counted as not trained)." if n_div else ""
+    rises = f"plain training error rises with depth ({trend})"
     if c.plain_rises and c.residual_fifth:
-        return f"verdict: degradation reproduced: plain training error rises with depth ({trend}); {deepest}."
+        return f"verdict: degradation reproduced: {rises}; {deepest}.{tail}"
     if c.plain_rises:
-        gain = "but the residual gain is small"
-        return f"verdict: plain training error rises with depth ({trend}), {gain}: {deepest}."
+        return f"verdict: {rises}, but the residual gain is small: {deepest}.{tail}"
     return (
         f"verdict: no clear degradation at these settings: plain training error {trend} does not rise with "
-        f"depth; {deepest}. Try deeper nets or more --epochs."
+        f"depth; {deepest}. Try deeper nets or more --epochs.{tail}"
     )
 
 
 def write_results(out: Path, records: Sequence[RunRecord]) -> dict[str, Path]:
-    """``results.json`` (one entry per run), ``results.csv`` (same fields); returns their paths."""
+    """``results.json`` (one entry per run, NaN as null), ``results.csv`` (same fields); their paths."""
+    from reslab.engine.rundir import strict_json
+
     paths = {"results.json": out / "results.json", "results.csv": out / "results.csv"}
     entries = [r.to_dict() for r in records]
-    paths["results.json"].write_text(json.dumps({"runs": entries}, indent=2) + "\n", encoding="utf-8")
+    paths["results.json"].write_text(strict_json({"runs": entries}), encoding="utf-8")
     with open(paths["results.csv"], "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
         writer.writeheader()

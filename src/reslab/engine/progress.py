@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 import time
 from typing import Any, TextIO
@@ -10,13 +11,29 @@ from typing import Any, TextIO
 BAR_REFRESH_S = 0.5
 
 
+def in_notebook() -> bool:
+    """True inside a Jupyter kernel (where stderr is not a terminal but a bar still displays)."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None  # type: ignore[attr-defined]
+    return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
+
+
 def resolve_mode(mode: str, stream: TextIO | None = None) -> str:
-    """``auto`` = ``bar`` on a terminal, ``lines`` otherwise."""
+    """``auto`` = ``bar`` on a terminal or in a notebook, ``lines`` otherwise (a pipe, a log file, CI)."""
     stream = stream or sys.stderr
     if mode != "auto":
         return mode
     isatty = getattr(stream, "isatty", None)
-    return "bar" if isatty is not None and isatty() else "lines"
+    return "bar" if (isatty is not None and isatty()) or in_notebook() else "lines"
+
+
+def tqdm_class() -> Any:
+    """tqdm's notebook widget in Jupyter when ipywidgets is installed, else the text bar."""
+    if in_notebook() and importlib.util.find_spec("ipywidgets") is not None:
+        from tqdm.notebook import tqdm
+    else:
+        from tqdm import tqdm
+    return tqdm
 
 
 def _fmt(metrics: dict[str, Any]) -> str:
@@ -45,9 +62,7 @@ class Progress:
         self.bar: Any = None
         self._last = 0.0
         if self.mode == "bar":
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(
+            self.bar = tqdm_class()(
                 total=total, initial=initial, desc=desc, unit="it", file=self.stream, dynamic_ncols=True
             )
         elif self.mode == "lines" and desc:

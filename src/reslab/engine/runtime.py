@@ -10,8 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from reslab.engine.config import TrainConfig
 from reslab.errors import ConfigError
-from reslab.train.config import TrainConfig
 
 AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 

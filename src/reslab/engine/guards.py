@@ -62,6 +62,17 @@ def grads_finite(params: Iterable[torch.nn.Parameter]) -> torch.Tensor:
     return torch.isfinite(torch.nn.utils.get_total_norm(grads, norm_type=float("inf")))
 
 
+def all_finite(tensors: dict[str, torch.Tensor]) -> bool:
+    """Every floating-point tensor (parameters and buffers such as BN running_var) is finite: one host sync.
+
+    A checkpoint is "good" only then: a finite loss does not prove finite buffers.
+    """
+    floats = [t.detach() for t in tensors.values() if t.is_floating_point()]
+    if not floats:
+        return True
+    return bool(torch.isfinite(torch.nn.utils.get_total_norm(floats, norm_type=float("inf"))))
+
+
 class InterruptGuard:
     """Turns the first Ctrl-C into a flag the loop checks between steps, so a checkpoint is never half a step.
 

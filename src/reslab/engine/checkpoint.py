@@ -23,8 +23,7 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from reslab.errors import CheckpointError
-from reslab.train.rundir import (
+from reslab.engine.rundir import (
     CKPT_DIR,
     WEIGHTS,
     atomic_write_bytes,
@@ -32,6 +31,7 @@ from reslab.train.rundir import (
     fsync_dir,
     storage_error,
 )
+from reslab.errors import CheckpointError
 
 STATE = "state.pt"
 MANIFEST = "manifest.json"

@@ -1,4 +1,4 @@
-"""``evaluate``: loss, error and top-5 error of a model on a loader, with one host sync at the end."""
+"""``evaluate_model``: loss, error and top-5 error of a model on a loader, with one host sync at the end."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ class EvalResult:
 
 
 @torch.no_grad()
-def evaluate(
+def evaluate_model(
     model: torch.nn.Module,
     loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
     *,
@@ -32,7 +32,7 @@ def evaluate(
     the DDP wrapper); it evaluates rank 0's buffers and returns the figures of the whole split on every rank.
     """
     if distributed:
-        from reslab.train.distributed import broadcast_buffers
+        from reslab.engine.distributed import broadcast_buffers
 
         broadcast_buffers(model)
     was_training = model.training
@@ -64,7 +64,7 @@ def evaluate(
     finally:
         model.train(was_training)
     if distributed:  # sums over ranks (loss, top-1 hits, top-5 hits, images) in one all_reduce
-        from reslab.train.distributed import all_reduce_sum
+        from reslab.engine.distributed import all_reduce_sum
 
         zero = torch.zeros((), device=next(iter(model.parameters())).device)
         parts = [zero, zero, zero] if loss_sum is None else [loss_sum, correct1, correct5]

@@ -15,7 +15,6 @@ The scan never rebuilds the model: it writes ``w0 + a*d1 + b*d2`` into the param
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -171,10 +170,10 @@ def loss_landscape(
 
 
 def progress_bar(total: int, desc: str) -> tuple[Callable[[int], None], Callable[[], None]]:
-    """``(update, close)`` of a tqdm bar on a terminal; no-ops otherwise (CI logs stay clean)."""
-    if not sys.stderr.isatty():
-        return (lambda _k: None), (lambda: None)
-    from tqdm import tqdm
+    """``(update, close)`` of a bar on a terminal or in a notebook; no-ops otherwise (CI logs stay clean)."""
+    from reslab.engine.progress import resolve_mode, tqdm_class
 
-    bar = tqdm(total=total, desc=desc, unit="pt", leave=False)
+    if resolve_mode("auto") != "bar":
+        return (lambda _k: None), (lambda: None)
+    bar = tqdm_class()(total=total, desc=desc, unit="pt", leave=False)
     return bar.update, bar.close

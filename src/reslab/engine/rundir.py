@@ -6,6 +6,7 @@ Layout of a run directory::
     metrics.jsonl        one JSON line per evaluation point
     model.safetensors    the latest weights (for eval / predict / export / analysis)
     summary.json         final figures, written when the run finishes
+    diverged.json        where and how the run stopped on NaN/inf (instead of summary.json)
     checkpoints/ckpt-<iteration:08d>/{model.safetensors, state.pt, manifest.json}   the last two
 """
 
@@ -14,11 +15,14 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import math
 import os
 import re
 import shutil
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +32,9 @@ CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 WEIGHTS = "model.safetensors"
 SUMMARY = "summary.json"
+DIVERGED = "diverged.json"  # written instead of summary.json when the run stopped on NaN/inf
 CKPT_DIR = "checkpoints"
-RUN_FILES = (CONFIG, METRICS, WEIGHTS, SUMMARY)
+RUN_FILES = (CONFIG, METRICS, WEIGHTS, SUMMARY, DIVERGED)
 
 
 def fsync_dir(path: str | Path) -> None:
@@ -52,21 +57,33 @@ def storage_error(path: str | Path, err: OSError) -> StorageError:
     )
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the whole new one, never a part.
+def file_mode() -> int:
+    """Permissions for a new file under the user's umask (mkstemp's 0600 would hide a run from a group)."""
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return 0o666 & ~mask
 
-    Temp file in the same directory, flush + fsync, ``os.replace``, fsync the directory. A failed write
-    (full disk, read-only) leaves the old file as it was and raises :class:`StorageError`.
+
+_UMASK_LOCK = threading.Lock()
+
+
+def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
+    """``write(tmp_name)`` beside ``path``, fsync, then rename over it: readers see the old or the new file.
+
+    The file gets the user's umask permissions. A failure (full disk, read-only, an exporter's error) leaves
+    the old file as it was and no temporary file behind; OSError becomes :class:`StorageError`.
     """
     path = Path(path)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
     except OSError as err:
         raise storage_error(path, err) from None
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
+        write(tmp)
+        os.chmod(tmp, file_mode())
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as err:
@@ -76,6 +93,26 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             raise storage_error(path, err) from None
         raise
     fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_write`)."""
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+
+
+def _finite_only(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): _finite_only(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite_only(v) for v in obj]
+    return obj
+
+
+def strict_json(obj: Any) -> str:
+    """Indented JSON with NaN/inf written as null: json.dumps would write NaN, which readers reject."""
+    return json.dumps(_finite_only(obj), indent=2, allow_nan=False) + "\n"
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:

@@ -1,8 +1,8 @@
 """Data-parallel training on PyTorch's own engine: torchrun env -> process group -> DDP, and back down.
 
 One process per device (``cuda:LOCAL_RANK`` with nccl; CPU processes with gloo), launched by ``torchrun`` (or
-``reslab train --nproc N``, see :mod:`reslab.train.launch`). :func:`session` joins the group and leaves it;
-:func:`reslab.train.train` enters it by itself when it sees torchrun's environment.
+``reslab train --nproc N``, see :mod:`reslab.engine.launch`). :func:`session` joins the group and leaves it;
+:func:`reslab.engine.train` enters it by itself when it sees torchrun's environment.
 
 The rules, in one place:
 
@@ -32,9 +32,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from reslab.engine.config import TrainConfig
+from reslab.engine.runtime import Runtime, resolve_runtime
 from reslab.errors import CheckpointError, ConfigError, DataError, ReslabError, TrainingError
-from reslab.train.config import TrainConfig
-from reslab.train.runtime import Runtime, resolve_runtime
 
 # Errors every rank hits alike (same config, data and files): rank 0 reports them, the others stay quiet.
 SHARED_ERRORS: tuple[type[ReslabError], ...] = (ConfigError, DataError, CheckpointError)
@@ -193,7 +193,7 @@ def prepare_model(model: nn.Module, rt: Runtime, *, sync_bn: bool) -> nn.Module:
     """Before the optimizer: optionally swap BatchNorm for SyncBatchNorm (statistics of the global batch)."""
     if not sync_bn:
         return model
-    from reslab.train.syncbn import convert_sync_batchnorm
+    from reslab.engine.syncbn import convert_sync_batchnorm
 
     return convert_sync_batchnorm(model, rt.device)
 

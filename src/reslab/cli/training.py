@@ -1,0 +1,152 @@
+"""``reslab train | eval | predict | export``: flags into the library's typed calls, results printed.
+
+``train``'s flags are generated from :class:`~reslab.engine.TrainConfig`; settings come from the recipe,
+then ``--config FILE``, then the flags typed. Resume semantics are the library's (``reslab.engine.resume``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from typing import Any
+
+from reslab.cli.options import add_config_flags, add_setting_flags, as_json, from_file, given
+
+
+def _recipe_default(f: dataclasses.Field[Any]) -> str:
+    """The default shown for a TrainConfig flag, and the paper recipe's value where it differs."""
+    from reslab.cli.options import _show
+    from reslab.engine import RECIPES
+    from reslab.engine.config import DEFAULT_EPOCHS
+    from reslab.settings import field_default
+
+    default = DEFAULT_EPOCHS if f.name == "epochs" else field_default(f)
+    text = _show(default) or "none"
+    paper = RECIPES["paper"].get(f.name, default)
+    return text + (f"; --recipe paper: {_show(paper) or 'none'}" if paper != default else "")
+
+
+def register(sub: Any) -> None:
+    from reslab.engine import RECIPES, TrainConfig
+
+    p = sub.add_parser(
+        "train",
+        help="train a model (default: resnet20 on the embedded mnist5k digits)",
+        description="Train a model; writes a run directory (config.json, metrics.jsonl, model.safetensors, "
+        "checkpoints/, summary.json). Settings: the recipe, then --config FILE, then the flags given. With "
+        "--resume, settings not given are the run's own.",
+    )
+    p.add_argument("--recipe", choices=tuple(RECIPES), help="the defaults to start from (default: default)")
+    add_config_flags(p)
+    add_setting_flags(p, TrainConfig, default_text=_recipe_default)
+    dp = p.add_argument_group("data-parallel (also: torchrun --nproc-per-node N -m reslab train ...)")
+    dp.add_argument("--nproc", type=int, metavar="N", help="train on N local processes via torchrun (DDP)")
+    p.set_defaults(func=run_train)
+
+    e = sub.add_parser(
+        "eval",
+        help="evaluate a trained run (or weights file) on a dataset split",
+        description="Print loss, error and top-5 error. Images are normalised with the run's own statistics, "
+        "by default in the run's own precision, so the figures match the ones the run reported.",
+    )
+    e.add_argument("run", metavar="RUN_DIR_OR_WEIGHTS", help="run directory or weights file")
+    e.add_argument("--dataset", help="default: the dataset the run was trained on")
+    e.add_argument("--data-dir", metavar="DIR", help="default: the run's")
+    e.add_argument("--split", choices=("test", "train"), default="test", help="(default: test)")
+    e.add_argument("--batch-size", type=int, default=256, metavar="B", help="(default: 256)")
+    e.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto", help="(default: auto)")
+    e.add_argument("--precision", choices=("fp32", "bf16", "fp16"), help="(default: the run's own)")
+    e.add_argument("--no-download", dest="download", action="store_false", help="stay offline")
+    e.set_defaults(func=run_eval)
+
+    pr = sub.add_parser(
+        "predict",
+        help="classify image files with a trained run",
+        description="Each image is converted to the run's mode (grey or RGB), resized to its input size and "
+        "normalised with its statistics, as in training.",
+    )
+    pr.add_argument("run", metavar="RUN_DIR_OR_WEIGHTS")
+    pr.add_argument("images", nargs="+", metavar="IMAGE", help="PNG or JPEG files")
+    pr.add_argument("--top-k", type=int, default=3, metavar="K", help="(default: 3)")
+    pr.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="cpu", help="(default: cpu)")
+    pr.add_argument("--precision", choices=("fp32", "bf16", "fp16"), help="(default: the run's own)")
+    pr.set_defaults(func=run_predict)
+
+    x = sub.add_parser(
+        "export",
+        help="export a trained run to TorchScript or ONNX",
+        description="The exported model takes normalised float images (B, C, H, W) and returns logits "
+        "(B, K); the normalisation statistics and class names are in the run's config.json.",
+    )
+    x.add_argument("run", metavar="RUN_DIR_OR_WEIGHTS")
+    x.add_argument(
+        "--format", choices=("torchscript", "onnx"), default="torchscript", help="(default: torchscript)"
+    )
+    x.add_argument("--out", metavar="FILE", help="default: model.pt / model.onnx next to the weights")
+    x.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    x.set_defaults(func=run_export)
+
+
+def train_config(args: argparse.Namespace) -> Any:
+    """The TrainConfig: the recipe, then --config, then the flags typed (with --resume: changes to a run)."""
+    from reslab.engine import TrainConfig
+    from reslab.errors import ConfigError
+
+    typed = given(args, TrainConfig)
+    if args.resume is not None and args.recipe:
+        raise ConfigError("--recipe does not apply with --resume: the run keeps its own settings")
+    cfg = TrainConfig.from_recipe(args.recipe or "default")
+    return cfg.with_changes(**from_file(args, TrainConfig)).with_changes(**typed)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from reslab.engine.distributed import dist_env
+    from reslab.engine.resume import resume_settings
+    from reslab.engine.worker import train_as_process
+    from reslab.errors import ConfigError
+
+    cfg = train_config(args)
+    if args.print_config:
+        print(as_json(resume_settings(cfg.validate())[0] if cfg.resume else cfg.validate()))
+        return 0
+    if args.nproc is not None:
+        if dist_env() is not None:
+            raise ConfigError(
+                "--nproc inside torchrun would launch twice; drop --nproc (torchrun sets the count)"
+            )
+        from reslab.engine.launch import launch_torchrun
+
+        return launch_torchrun(cfg, args.nproc)
+    code, result = train_as_process(cfg)
+    if result is None:
+        return code  # another rank of a data-parallel job: rank 0 reports the run
+    print(result)
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from reslab.engine import evaluate
+
+    report = evaluate(
+        args.run, dataset=args.dataset, data_dir=args.data_dir, split=args.split, batch_size=args.batch_size,
+        device=args.device, precision=args.precision, download=args.download,
+    )  # fmt: skip
+    print(report)
+    return 0
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from reslab.engine import predict
+
+    for prediction in predict(
+        args.run, args.images, top_k=args.top_k, device=args.device, precision=args.precision
+    ):
+        print(prediction)
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from reslab.engine import export_run
+
+    print(export_run(args.run, format=args.format, out=args.out, overwrite=args.overwrite))
+    return 0

@@ -1,0 +1,413 @@
+"""``train(cfg) -> RunResult``: one readable flow from config to run directory.
+
+Phases: settings (validate, resume) -> run directory -> data on the device -> model, memory check and SGD
+-> restore a checkpoint -> config.json -> the step loop -> final evaluation -> summary.json. The step loop
+does no per-sample Python work and no host syncs: loss and correct counts accumulate on the device and are
+read at evaluation points (every ``eval_every`` steps), where metrics are logged and a checkpoint written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from reslab.data.loader import DeviceLoader, Normalization
+from reslab.engine import distributed, rundir
+from reslab.engine.checkpoint import list_checkpoints, load_latest_checkpoint, save_checkpoint, weights_bytes
+from reslab.engine.config import TrainConfig
+from reslab.engine.evaluation import EvalResult, evaluate_model
+from reslab.engine.guards import FiniteWatch, InterruptGuard, all_finite
+from reslab.engine.memory import (
+    MemoryEstimate,
+    available_memory,
+    check_fits,
+    estimate_training_memory,
+    is_out_of_memory,
+    oom_error,
+    return_freed_memory_promptly,
+)
+from reslab.engine.progress import Progress
+from reslab.engine.resume import resume_settings
+from reslab.engine.runs import RunResult, run_metadata
+from reslab.engine.runtime import (
+    Runtime,
+    make_sgd,
+    resolve_runtime,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+)
+from reslab.engine.schedule import LrPlan, lr_at, make_plan
+from reslab.engine.step import Interval, NonFiniteStep, StepState, train_step
+from reslab.errors import CheckpointError, ConfigError, DivergedError
+
+Callback = Callable[[dict[str, Any]], None]
+
+
+def train(cfg: TrainConfig, *, callback: Callback | None = None, runtime: Runtime | None = None) -> RunResult:
+    """Train ``cfg.model`` on ``cfg.dataset``; write the run directory; return the final figures.
+
+    With ``cfg.resume`` set, the run's saved settings are the base and the settings given (not at their
+    defaults) are changes (see :mod:`reslab.engine.resume`). ``callback(metrics)`` is called at each
+    evaluation point with the dict appended to ``metrics.jsonl`` (plus ``total_iterations``).
+
+    Raises ConfigError / DataError / CheckpointError on bad input (exit 2), TrainingError on NaN
+    (DivergedError) or out of memory (exit 3), and KeyboardInterrupt after saving a checkpoint on Ctrl-C.
+    """
+    cfg = dataclasses.replace(cfg).validate()
+    notes: list[str] = []
+    if cfg.resume is not None:
+        cfg, _, notes = resume_settings(cfg)
+    if runtime is None and distributed.launched_by_torchrun():  # a torchrun worker: join the group first
+        with distributed.session(cfg) as rt:
+            return _Run(cfg, rt, callback, notes).execute()
+    return _Run(cfg, runtime or resolve_runtime(cfg), callback, notes).execute()
+
+
+@dataclass
+class _Data:
+    """The splits on the device and what config.json records about them."""
+
+    train: DeviceLoader  # shuffled, augmented, this rank's shard of every global batch
+    eval_train: DeviceLoader  # the whole train split, in order, no augmentation (the paper's training error)
+    eval_test: DeviceLoader
+    norm: Normalization
+    augment: str
+    classes: list[str]
+    image_shape: tuple[int, int, int]
+    source: str
+
+
+def _load_data(cfg: TrainConfig, rt: Runtime) -> _Data:
+    """The dataset as uint8 tensors on the device; statistics from the train split only."""
+    from reslab.data import load_dataset
+
+    ds = load_dataset(
+        cfg.dataset, cfg.data_dir, download=cfg.download, seed=cfg.split_seed, val_split=cfg.val_split
+    )
+    if ds.train_x.shape[0] < cfg.batch_size:
+        raise ConfigError(
+            f"--batch-size {cfg.batch_size} exceeds the {ds.train_x.shape[0]} training images of "
+            f"{cfg.dataset}; use a smaller --batch-size"
+        )
+    norm = Normalization.from_dataset(ds, cfg.normalize)
+    augment = ds.augment if cfg.augment == "auto" else cfg.augment
+    common: dict[str, Any] = dict(
+        batch_size=cfg.batch_size, norm=norm, device=rt.device, channels_last=rt.channels_last
+    )
+    shard = dict(rank=rt.rank, world_size=rt.world_size)
+    train = DeviceLoader(
+        ds.train_x,
+        ds.train_y,
+        shuffle=True,
+        augment=augment,
+        seed=cfg.seed,
+        drop_last=True,
+        **common,
+        **shard,
+    )
+    # Evaluation loaders share the device copies; under DDP each rank evaluates a disjoint shard.
+    return _Data(
+        train=train,
+        eval_train=DeviceLoader(train.images, train.labels, **common, **shard),
+        eval_test=DeviceLoader(ds.test_x, ds.test_y, **common, **shard),
+        norm=norm,
+        augment=augment,
+        classes=list(ds.classes),
+        image_shape=ds.image_shape,
+        source=ds.source,
+    )
+
+
+def _build_model(cfg: TrainConfig, rt: Runtime, data: _Data) -> tuple[nn.Module, MemoryEstimate | None]:
+    """The model on the device, after refusing a batch that cannot fit (a CPU run past RAM dies silently)."""
+    from reslab.models import build_model
+
+    def build() -> nn.Module:
+        kwargs = {"activation_checkpointing": cfg.activation_checkpointing, **cfg.model_kwargs}
+        return build_model(cfg.model, num_classes=len(data.classes), input_shape=data.image_shape, **kwargs)
+
+    if cfg.activation_checkpointing and rt.device.type == "cpu":
+        return_freed_memory_promptly()
+    model = build()
+    per_rank = max(cfg.batch_size // rt.world_size, 1)
+    mem = estimate_training_memory(build, data.image_shape, per_rank, amp_dtype=rt.amp_dtype)
+    quiet = None if rt.is_main else (lambda _: None)
+    check_fits(
+        mem, available_memory(rt.device), batch_size=cfg.batch_size, device=rt.device,
+        checkpointing=cfg.activation_checkpointing, warn=quiet,
+    )  # fmt: skip
+    model = model.to(
+        rt.device, memory_format=torch.channels_last if rt.channels_last else torch.preserve_format
+    )
+    if rt.world_size > 1:  # SyncBatchNorm swap (--sync-bn) before the optimizer sees the parameters
+        model = distributed.prepare_model(model, rt, sync_bn=cfg.sync_bn)
+    return model, mem
+
+
+def _open_run_dir(cfg: TrainConfig, *, is_main: bool = True) -> tuple[Path, None]:
+    """The run directory: the resumed one, or a new one (refused when it holds a run, unless overwrite)."""
+    if cfg.resume is not None:
+        run = Path(cfg.resume).expanduser()
+        if is_main:
+            rundir.check_writable(run)
+        return run, None
+    out = Path(cfg.out).expanduser() if cfg.out else rundir.default_run_dir(cfg.model, cfg.dataset)
+    return (rundir.prepare_new_run_dir(out, overwrite=cfg.overwrite) if is_main else out), None
+
+
+class _Run:
+    """One training session of a run: the phases of :func:`train` and the state they share."""
+
+    def __init__(self, cfg: TrainConfig, rt: Runtime, callback: Callback | None, notes: list[str]) -> None:
+        from reslab.models import model_info
+
+        self.cfg, self.rt, self.callback = cfg, rt, callback
+        depth = model_info(cfg.model).depth  # ConfigError for an unknown model, before any loading
+        if rt.world_size > 1:  # rank 0 picks (and creates) the run directory, the others are told
+            self.run_dir, _ = distributed.agree_run_dir(cfg, rt, _open_run_dir)
+        else:
+            self.run_dir, _ = _open_run_dir(cfg, is_main=rt.is_main)
+        if cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
+        seed_everything(cfg.seed)
+        self.data = _load_data(cfg, rt)
+        self.model, self.memory = _build_model(cfg, rt, self.data)
+        if rt.is_main:  # three checkpoints (weights + momentum) exist for a moment, plus the run's weights
+            param_bytes = sum(p.numel() * p.element_size() for p in self.model.parameters())
+            rundir.check_free_space(self.run_dir, 8 * param_bytes + 2**20)
+        self.steps_per_epoch = len(self.data.train)
+        self.total = cfg.run_length(self.steps_per_epoch)
+        self.eval_every = cfg.eval_every or self.steps_per_epoch
+        self.plan: LrPlan = make_plan(
+            cfg, total=self.total, steps_per_epoch=self.steps_per_epoch, depth=depth
+        )
+        self.notes = notes + self.plan.notes(cfg)
+        self.fwd = torch.compile(self.model) if cfg.compile else self.model  # evaluation: each rank's shard
+        opt = make_sgd(
+            self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+            weight_decay=cfg.weight_decay,
+        )  # fmt: skip
+        self.state = StepState(
+            forward=distributed.wrap_ddp(self.fwd, rt) if rt.world_size > 1 else self.fwd,
+            params=list(self.model.parameters()),
+            optimizer=opt,
+            runtime=rt,
+            watch=FiniteWatch(rt.device),
+            label_smoothing=cfg.label_smoothing,
+            grad_clip=cfg.grad_clip,
+            scaler=torch.amp.GradScaler(rt.device.type) if rt.precision == "fp16" else None,
+        )
+        self.it, self.seconds_before, self.interval = 0, 0.0, Interval.zeros(rt.device)
+        self.history: list[dict[str, Any]] = []
+        if cfg.resume is not None:
+            self._restore()
+        if rt.is_main:
+            self._write_config()
+
+    # --- phases before the loop
+    def _restore(self) -> None:
+        """Weights, optimizer, RNG, position and the interval's figures from the newest good checkpoint."""
+        ckpt, weights, state = load_latest_checkpoint(self.run_dir)
+        try:
+            self.model.load_state_dict(weights)
+            self.state.optimizer.load_state_dict(state["optimizer"])
+            if self.state.scaler is not None and state.get("scaler"):
+                self.state.scaler.load_state_dict(state["scaler"])
+            set_rng_state(state["rng"], self.rt.device)
+            self.it, self.seconds_before = int(state["iteration"]), float(state["seconds"])
+            if self.rt.is_main:  # rank 0's figures only (Ctrl-C checkpoint): counted once, by rank 0
+                self.interval = Interval.from_state(state["interval"], self.rt.device)
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise CheckpointError(f"checkpoint {ckpt} does not fit this run: {first}") from None
+        self.history = rundir.truncate_metrics(self.run_dir, self.it) if self.rt.is_main else []
+        self.notes.insert(0, f"resuming {self.run_dir} at iteration {self.it} of {self.total}")
+
+    def _write_config(self) -> None:
+        (self.run_dir / rundir.DIVERGED).unlink(missing_ok=True)  # a new session: the old stop is history
+        saved = dataclasses.replace(self.cfg, out=str(self.run_dir), resume=None, overwrite=False)
+        runtime_info = {
+            "device": str(self.rt.device),
+            "precision": self.rt.precision,
+            "channels_last": self.rt.channels_last,
+            "estimated_memory_bytes": self.memory.total if self.memory is not None else None,
+            "world_size": self.rt.world_size,  # processes of a data-parallel run (1 = single process)
+        }
+        d = self.data
+        meta = run_metadata(
+            saved, classes=d.classes, input_shape=d.image_shape, norm=d.norm, augment=d.augment,
+            source=d.source, runtime=runtime_info, params=sum(p.numel() for p in self.model.parameters()),
+        )  # fmt: skip
+        rundir.atomic_write_json(self.run_dir / rundir.CONFIG, meta)
+
+    # --- the step loop
+    def execute(self) -> RunResult:
+        cfg, rt = self.cfg, self.rt
+        self.progress = Progress(
+            cfg.progress if rt.is_main else "off",
+            total=self.total,
+            initial=self.it,
+            desc=f"{cfg.model} on {cfg.dataset}",
+        )
+        for note in self.notes:
+            self.progress.message(note)
+        self.started = time.perf_counter()
+        self.model.train()
+        self.interval.started = time.perf_counter()
+        try:
+            with InterruptGuard() as guard:
+                self._steps(guard)
+        except NonFiniteStep as err:
+            diverged = self._diverged(err.iteration)
+            if rt.is_main:
+                record = {
+                    "iteration": err.iteration,
+                    "message": str(diverged),
+                    "last": (self.history or [None])[-1],
+                }
+                rundir.atomic_write_bytes(self.run_dir / rundir.DIVERGED, rundir.strict_json(record).encode())
+            raise diverged from None
+        except (RuntimeError, MemoryError) as err:  # torch.OutOfMemoryError is a RuntimeError
+            if not is_out_of_memory(err):
+                raise
+            raise oom_error(cfg.batch_size, rt.device, cfg.activation_checkpointing) from None
+        finally:
+            self.progress.close()
+        return self._finish()
+
+    def _steps(self, guard: InterruptGuard) -> None:
+        """Steps until the end of the run: one train_step each, an evaluation every ``eval_every``."""
+        while self.it < self.total:
+            epoch, start = divmod(self.it, self.steps_per_epoch)
+            for x, y in self.data.train.epoch(epoch, start=start):
+                lr = lr_at(self.it, self.plan)
+                loss, logits = train_step(self.state, x, y, lr=lr, iteration=self.it + 1)
+                self.it += 1
+                self.interval.add(loss, logits, y)
+                self._show(lr)
+                if self.it % self.eval_every == 0 or self.it == self.total:
+                    self._eval_point(lr)
+                if guard.requested:
+                    self._interrupt()
+                if self.it >= self.total:
+                    return
+
+    def _show(self, lr: float) -> None:
+        """Advance the bar; refresh its live figures at most twice a second (that costs a host sync)."""
+        if not self.progress.wants_stats():
+            self.progress.update(1)
+            return
+        loss, error, images_per_s = self.interval.figures()
+        self.progress.update(1, {"loss": loss, "error": error, "lr": lr, "images_per_s": images_per_s})
+
+    def _eval_point(self, lr: float) -> None:
+        """Log the interval's training figures and the test figures; write metrics.jsonl and a checkpoint."""
+        bad = self.state.watch.poll()
+        if bad is not None:
+            raise NonFiniteStep(bad)
+        if self.rt.world_size > 1:
+            distributed.reduce_interval(self.interval)  # the training figures of the global batches
+        train_loss, train_error, images_per_s = self.interval.figures()
+        test = self._evaluate(self.data.eval_test)
+        metrics = {
+            "iteration": self.it,
+            "epoch": round(self.it / self.steps_per_epoch, 4),
+            "lr": lr,
+            "train_loss": train_loss,
+            "train_error": train_error,
+            "test_loss": test.loss,
+            "test_error": test.error,
+            "test_top5_error": test.top5_error,
+            "images_per_s": round(images_per_s, 1),
+            "seconds": round(self._seconds(), 3),
+        }
+        self.interval = Interval.zeros(self.rt.device)
+        self.history.append(metrics)
+        if self.rt.is_main:
+            # The line before the checkpoint: a crash between the two leaves a line past the last
+            # checkpoint, which resume drops and redoes; the other order would lose this line for good.
+            rundir.append_jsonl(self.run_dir / rundir.METRICS, metrics)
+        self._checkpoint()
+        self.progress.log(metrics)
+        if self.callback is not None:
+            self.callback({**metrics, "total_iterations": self.total})
+        self.interval.started = time.perf_counter()  # eval and checkpoint time is not training throughput
+
+    def _checkpoint(self) -> None:
+        """Save weights, optimizer, RNG and position; a model with a NaN/inf weight or buffer is not saved."""
+        if not all_finite(self.model.state_dict()):  # e.g. BN running_var gone to inf under a finite loss
+            raise NonFiniteStep(self.it)
+        if not self.rt.is_main:
+            return
+        state = {
+            "format": 1,
+            "iteration": self.it,
+            "epoch": self.it // self.steps_per_epoch,
+            "batch_in_epoch": self.it % self.steps_per_epoch,
+            "seconds": self._seconds(),
+            "optimizer": self.state.optimizer.state_dict(),
+            "scaler": self.state.scaler.state_dict() if self.state.scaler is not None else {},
+            "rng": rng_state(self.rt.device),
+            "interval": self.interval.to_state(),
+        }
+        save_checkpoint(self.run_dir, self.it, weights_bytes(self.model), state)
+
+    def _interrupt(self) -> None:
+        if self.it % self.eval_every and self.it != self.total:
+            self._checkpoint()
+        self.progress.message(f"interrupted: checkpoint saved at iteration {self.it} in {self.run_dir}")
+        raise KeyboardInterrupt
+
+    def _diverged(self, iteration: int) -> DivergedError:
+        kept = list_checkpoints(self.run_dir)
+        where = (
+            f"the last good checkpoint ({kept[-1].name}) is kept" if kept else "no checkpoint was written yet"
+        )
+        return DivergedError(
+            f"loss, gradients or weights became NaN/inf at iteration {iteration}; try a lower --lr or a "
+            f"longer --warmup-epochs (or --grad-clip); {where} in {self.run_dir}",
+            iteration=iteration,
+            run_dir=self.run_dir,
+        )
+
+    def _seconds(self) -> float:
+        return self.seconds_before + time.perf_counter() - self.started
+
+    def _evaluate(self, loader: DeviceLoader) -> EvalResult:
+        return evaluate_model(
+            self.fwd, loader, amp_dtype=self.rt.amp_dtype, distributed=self.rt.world_size > 1
+        )
+
+    # --- after the loop
+    def _finish(self) -> RunResult:
+        """The paper's training error: eval mode on the whole train split (Fig. 1 and 6); summary.json."""
+        train, test = self._evaluate(self.data.eval_train), self._evaluate(self.data.eval_test)
+        result = RunResult(
+            run_dir=self.run_dir,
+            model=self.cfg.model,
+            dataset=self.cfg.dataset,
+            final_train_loss=train.loss,
+            final_train_error=train.error,
+            final_test_loss=test.loss,
+            final_test_error=test.error,
+            final_test_top5_error=test.top5_error,
+            params=sum(p.numel() for p in self.model.parameters()),
+            seconds=round(self._seconds(), 3),
+            iterations=self.it,
+            epochs=round(self.it / self.steps_per_epoch, 4),
+            history=self.history,
+        )
+        if self.rt.is_main:
+            summary = {k: v for k, v in dataclasses.asdict(result).items() if k != "history"}
+            summary.update(run_dir=str(self.run_dir), device=str(self.rt.device), precision=self.rt.precision)
+            summary.update(channels_last=self.rt.channels_last, compile=self.cfg.compile)
+            rundir.atomic_write_json(self.run_dir / rundir.SUMMARY, summary)
+        return result

@@ -1,0 +1,328 @@
+"""``compare(cfg) -> CompareResult``: the degradation experiment (He et al. 2015, Fig. 1 and Fig. 6).
+
+For each depth x kind (plain, residual) x seed, train one ordinary run directory ``<out>/<model>-s<seed>``
+with the same recipe, initialisation scheme and seed for both twins; then write the figures and tables.
+:class:`CompareConfig` holds the sweep's own settings and, derived from
+:class:`~reslab.engine.TrainConfig`, every training setting as an optional override of the preset.
+Running, reuse, resume and divergence are :mod:`reslab.experiments.sweep`'s.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal, TextIO
+
+from reslab.engine import RECIPES, TrainConfig
+from reslab.errors import ConfigError
+from reslab.experiments.results import (
+    Checks,
+    Row,
+    RunRecord,
+    aggregate,
+    checks,
+    markdown_table,
+    verdict,
+    write_results,
+)
+from reslab.experiments.sweep import Job, OnRun, check_sweep_file, comparable, run_jobs
+from reslab.settings import fields_of, overrides_class, setting
+
+Family = Literal["cifar", "mlp", "imagenet"]
+FAMILIES: tuple[str, ...] = ("cifar", "mlp", "imagenet")
+IMAGENET_DEPTHS = (18, 34, 50, 101, 152)  # He et al. 2015, Table 1
+SWEEP_FILE = "compare.json"
+
+# The default sweep must finish in <= 5 min on a 2-core CPU and still show the degradation effect on the
+# embedded mnist5k. Calibration (seed 0, bf16 + channels_last, batch 128, lr 0.1 nesterov, wd 5e-4, 1 epoch
+# linear warm-up then cosine, no label smoothing, 1 CPU thread; final training error in %, eval mode, all
+# 4000 training images):
+#   5 epochs   depth    20     32     38     44     56
+#              plain    0.65   0.88   3.77   8.9    45.6
+#              resnet   0.27   -      0.43   0.22   3.0
+#   6 epochs   plain-20 1.38, plain-38 2.17, resnet-20 0.07 (2 threads: plain 20/32/44 0.5 / 1.32 / 5.97,
+#              resnet 0.22 / 0.47 / 0.6)
+# Why these choices:
+# - depths 20, 38, 44: plain-8 trains *worse* than plain-20 here (too little capacity), so the sweep starts
+#   at 20. Plain 20 -> 32 differs by 0.2-0.8 points, within seed noise, so the next depth is 38 (x5 at 5
+#   epochs). ResNet-56 still lags at 5 epochs (3.0% vs 0.27% at 20 layers), and 6 epochs of 20/38/56 would
+#   take ~5.3 min; 44 is the deepest net that both twins' numbers clear.
+# - 5 epochs: fewer steps make deep plain nets lag more, the point of the figure; residual nets up to 44
+#   layers have converged by then (0.2-0.4%).
+# - batch 128 (paper) rather than the train default 64: half the steps per epoch, higher img/s on a CPU.
+# - no label smoothing: the plotted training error is then the plain cross-entropy fit the paper shows.
+# - the 1-epoch warm-up is the train default: without it plain-56 does not start training at all.
+DEFAULT_EPOCHS = 5
+
+# The lecture's MLPs (no normalisation, PyTorch's default Linear init), same recipe as above, 10 epochs
+# (MLPs are cheap: seconds per run). Final training error in %:
+#   lr 0.1    blocks   1      2      3      4      16     64
+#             plain    0.38   2.8    4.45   90.0   -      -
+#             residual 0.0    0.03   -      0.05   0.57   21.2
+#   lr 0.02   plain-1 4.1, plain-2 9.3, plain-3 72, plain-4/16/64 90 (chance); resmlp-4 1.3, resmlp-16 0.2
+# Each Linear layer shrinks the signal (~1/sqrt(6) per layer with this init), so the plain MLP's gradients
+# vanish by 4 blocks (8 hidden layers) and it stays at chance; its residual twin's identity path carries
+# the signal. Default depths 1, 2, 4, 16: plain training error rises until it is pinned at chance (90%),
+# while the residual twin at 16 blocks (34 Linear layers) still fits the data (0.57%).
+PRESETS: dict[str, dict[str, Any]] = {
+    # mnist5k on a laptop CPU: the README's main command (see the calibration note above).
+    "default": {
+        "recipe": "default",
+        "dataset": "mnist5k",
+        "depths": {"cifar": (20, 38, 44), "mlp": (1, 2, 4, 16), "imagenet": (18, 34)},
+        "epochs": {"cifar": DEFAULT_EPOCHS, "mlp": 10, "imagenet": DEFAULT_EPOCHS},
+        # eval every 16 steps (~half an epoch): 10 points per curve for ~8% more time (1,000 test images)
+        "train": {"batch_size": 128, "label_smoothing": 0.0, "eval_every": 16},
+    },
+    # He et al. 2015, Fig. 6 on CIFAR-10: the paper recipe (64k iterations, 45k/5k split, step lr).
+    "paper": {
+        "recipe": "paper",
+        "dataset": "cifar10",
+        "depths": {"cifar": (20, 32, 44, 56, 110), "mlp": (1, 2, 4, 16), "imagenet": (18, 34)},
+        "epochs": {"cifar": None, "mlp": None, "imagenet": None},  # None: the recipe's 64k iterations
+        "train": {},
+    },
+}
+# Set per run by the sweep itself, so not overridable.
+_PER_RUN = ("model", "seed", "out", "resume", "overwrite")
+
+
+@dataclass(kw_only=True)
+class _SweepSettings:
+    """The sweep's own settings; the training settings are added from TrainConfig below."""
+
+    family: Family = setting(
+        "cifar", help="cifar: plain<d>/resnet<d> (6n+2); mlp: plainmlp<d>/resmlp<d>; imagenet"
+    )
+    depths: tuple[int, ...] | None = setting(
+        None,
+        help="default: cifar 20,38,44; mlp 1,2,4,16; imagenet 18,34 (paper preset 20,32,44,56,110)",
+        metavar="D,D",
+    )
+    seeds: int = setting(1, help="seeds 0..N-1 per depth and kind: mean ± std over them", metavar="N")
+    preset: str = setting("default", help="default: mnist5k, minutes on a CPU; paper: Fig. 6 on cifar10")
+    recipe: str | None = setting(None, help="training recipe under the preset's settings (default, paper)")
+    devices: tuple[str, ...] | None = setting(
+        None,
+        help="train one run per device at a time, e.g. cuda:0,cuda:1 (each in its own process)",
+        metavar="DEV,DEV",
+    )
+    out: str | None = setting(
+        None, help="default: runs/compare-<family>-<dataset>-<hash of the settings>", metavar="DIR"
+    )
+    retry_diverged: bool = setting(
+        False, help="train runs that diverged before again (default: keep the result)"
+    )
+    run_index: int | None = setting(
+        None,
+        help="train only run I of the sweep (see --list-runs); a later full call gathers them",
+        metavar="I",
+    )
+
+    def resolve(self) -> CompareConfig:
+        """Validate and fill every ``None`` from the preset; raises :class:`ConfigError` (one line)."""
+        if self.preset not in PRESETS:
+            raise ConfigError(f"unknown --preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
+        if self.family not in FAMILIES:
+            raise ConfigError(f"unknown --family {self.family!r}; choose one of {', '.join(FAMILIES)}")
+        preset = PRESETS[self.preset]
+        recipe = self.recipe or preset["recipe"]
+        if recipe not in RECIPES:
+            raise ConfigError(f"unknown --recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
+        if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 1:
+            raise ConfigError(f"--seeds must be a positive integer, got {self.seeds}")
+        if self.epochs is not None and self.iterations is not None:  # type: ignore[attr-defined]
+            raise ConfigError("give at most one of --epochs or --iterations")
+        if self.devices is not None and (not self.devices or not all(self.devices)):
+            raise ConfigError("--devices is empty; give e.g. --devices cuda:0,cuda:1")
+        depths = tuple(self.depths) if self.depths is not None else preset["depths"][self.family]
+        check_depths(self.family, depths)
+        epochs, iterations = self.epochs, self.iterations  # type: ignore[attr-defined]
+        if epochs is None and iterations is None:
+            epochs = preset["epochs"][self.family]
+        cfg = replace(
+            self,  # type: ignore[arg-type]
+            depths=tuple(sorted(depths)),
+            dataset=self.dataset or preset["dataset"],  # type: ignore[attr-defined]
+            recipe=recipe,
+            epochs=epochs,
+            iterations=iterations,
+        )
+        cfg.train_config(model_name(cfg.family, depths[0], residual=True), seed=0, out=".").validate()
+        if cfg.out is None:
+            safe = str(cfg.dataset).replace(":", "_").replace("/", "_")
+            cfg = replace(cfg, out=str(Path("runs") / f"compare-{cfg.family}-{safe}-{cfg.settings_hash()}"))
+        n = len(cfg.depths) * 2 * cfg.seeds
+        if cfg.run_index is not None and not 0 <= cfg.run_index < n:
+            raise ConfigError(
+                f"--run-index {cfg.run_index} is outside this sweep's runs 0..{n - 1}; see --list-runs"
+            )
+        return cfg  # type: ignore[return-value]
+
+    def train_config(self, model: str, *, seed: int, out: str) -> TrainConfig:
+        """The :class:`~reslab.engine.TrainConfig` of one run of the sweep (call on a resolved config)."""
+        given = copy.deepcopy(PRESETS[self.preset]["train"])
+        for f in fields_of(TrainConfig):
+            value = getattr(self, f.name, None) if f.name not in _PER_RUN else None
+            if value is not None:
+                given[f.name] = value
+        return TrainConfig.from_recipe(self.recipe or "default", model=model, seed=seed, out=out, **given)
+
+    def settings(self) -> dict[str, Any]:
+        """What fixes the results (call on a resolved config): the grid and the effective training config.
+
+        Kept in ``compare.json``; a re-run in the same --out must match. Built from the effective
+        TrainConfig, so ``--batch-size 128`` given explicitly equals the preset's 128.
+        """
+        train = comparable(self.train_config("model", seed=0, out=".").to_dict())
+        grid = {"family": self.family, "depths": list(self.depths or ()), "seeds": self.seeds}
+        return {**grid, **train}
+
+    def settings_hash(self) -> str:
+        return hashlib.sha1(json.dumps(self.settings(), sort_keys=True).encode()).hexdigest()[:8]
+
+
+CompareConfig = overrides_class(
+    "CompareConfig",
+    _SweepSettings,
+    TrainConfig,
+    exclude=_PER_RUN,
+    doc="One depth sweep: the sweep's settings, then every TrainConfig setting as an override of the preset "
+    "(None = the preset's value; see PRESETS).",
+    module=__name__,
+)
+
+
+def check_depths(family: str, depths: tuple[int, ...]) -> None:
+    """Every depth must exist in the family; at least one depth, no repeats."""
+    if not depths:
+        raise ConfigError("--depths is empty; give e.g. --depths 20,32,44,56")
+    if len(set(depths)) != len(depths):
+        raise ConfigError(f"--depths repeats a depth: {','.join(map(str, depths))}; list each once")
+    from reslab.models import model_info
+
+    for d in depths:
+        # The registry owns the depth rules (6n+2, 9n+2, >= 1 block, Table 1's depths): ask it.
+        spec = model_info(model_name(family, d, residual=True))  # ConfigError naming the valid depths
+        if spec.family != family:  # e.g. imagenet --depths 20 resolves to the CIFAR resnet20
+            raise ConfigError(
+                f"depth {d} is not an ImageNet ResNet; choose from {','.join(map(str, IMAGENET_DEPTHS))}"
+            )
+
+
+def model_name(family: str, depth: int, *, residual: bool) -> str:
+    """Registry name of one twin: resnet20 / plain20, resmlp16 / plainmlp16, resnet18 / plain18."""
+    if family == "mlp":
+        return f"{'res' if residual else 'plain'}mlp{depth}"
+    kind = "resnet" if residual else "plain"
+    if family == "cifar" and depth in IMAGENET_DEPTHS:  # 50 and 152 are 6n+2 too: force the CIFAR net
+        return f"cifar_{kind}{depth}"
+    return f"{kind}{depth}"
+
+
+def run_cost(job: Job) -> float:
+    """Relative time of one run, for the ETA: conv nets ~ depth; an MLP's input layer weighs ~6 blocks."""
+    return job.depth + 6.0 if job.model.endswith(f"mlp{job.depth}") else float(job.depth)
+
+
+def compare_runs(cfg: Any) -> list[Job]:
+    """The sweep's runs in training order (call on a resolved config): seed by seed, shallow to deep, plain
+    then residual twin. Seed-major, so an interrupted multi-seed sweep already has a whole first picture."""
+    jobs: list[Job] = []
+    for seed in range(cfg.seeds):
+        for depth in cfg.depths:
+            for residual in (False, True):
+                model = model_name(cfg.family, depth, residual=residual)
+                tcfg = cfg.train_config(model, seed=seed, out=str(Path(cfg.out) / f"{model}-s{seed}"))
+                kind = "residual" if residual else "plain"
+                jobs.append(Job(len(jobs), kind, depth, seed, model, tcfg))
+    return jobs
+
+
+@dataclass
+class CompareResult:
+    """What :func:`compare` returns; the same figures are in ``results.json`` / ``results.md``."""
+
+    out: Path
+    config: Any  # the resolved CompareConfig: no None left where the preset has a value
+    runs: list[RunRecord]
+    rows: list[Row]  # mean ± std per depth and kind
+    table: str  # the Markdown table of results.md
+    verdict: str  # one line on the degradation effect
+    checks: Checks | None  # None with fewer than two depths
+    files: dict[str, Path] = field(default_factory=dict)
+    figures: dict[str, Any] = field(default_factory=dict)  # name -> matplotlib Figure
+    seconds: float = 0.0  # wall time of this call (reused runs cost ~0)
+
+    def _repr_html_(self) -> str:
+        from reslab.reports import compare_html
+
+        return compare_html(self)
+
+
+def compare(
+    cfg: Any = None, /, *, on_run: OnRun | None = None, stream: TextIO | None = None, **settings: Any
+) -> CompareResult:
+    """Run (or finish) the depth sweep and write its outputs to ``cfg.out``.
+
+    ``compare(CompareConfig(depths=(20, 56)))`` or ``compare(depths=(20, 56), epochs=3)``. ``on_run(record,
+    how)`` is called after each run with how it was obtained (trained, resumed, reused, diverged). Sweep
+    progress (run k of n, ETA) goes to ``stream`` (stderr) unless ``progress="off"``; the current run shows
+    the engine's own bar or lines. Raises ConfigError (exit 2) before any training on bad settings; Ctrl-C
+    leaves the run in progress with a checkpoint, and calling again resumes it.
+    """
+    started = time.perf_counter()
+    cfg = (replace(cfg, **settings) if cfg is not None else CompareConfig(**settings)).resolve()
+    stream = stream or sys.stderr
+
+    def say(text: str) -> None:
+        if cfg.progress != "off":
+            stream.write(text + "\n")
+            stream.flush()
+
+    from reslab.engine.rundir import check_writable
+
+    out = Path(cfg.out)
+    check_writable(out)
+    check_sweep_file(out, cfg.settings(), SWEEP_FILE)
+    jobs = compare_runs(cfg)
+    what = f"{cfg.family} depths {','.join(map(str, cfg.depths))} x plain/residual x {cfg.seeds} seed(s)"
+    say(f"compare: {len(jobs)} runs ({what}) on {cfg.dataset} in {out}")
+    records = run_jobs(
+        jobs, say=say, cost=run_cost, devices=cfg.devices, retry_diverged=cfg.retry_diverged,
+        only=cfg.run_index, on_run=on_run,
+    )  # fmt: skip
+    if cfg.run_index is not None:  # one run of a distributed sweep: the full call gathers and draws
+        return CompareResult(
+            out, cfg, records, aggregate(records), "", "", None, seconds=time.perf_counter() - started
+        )
+    return _write_outputs(cfg, out, records, time.perf_counter() - started)
+
+
+def _write_outputs(cfg: Any, out: Path, records: list[RunRecord], seconds: float) -> CompareResult:
+    """results.json/.csv/.md, curves.png and error_vs_depth.png; the result with the figures."""
+    from reslab.plots import compare_curves_figure, error_vs_depth_figure, save_png
+
+    rows = aggregate(records)
+    label = "dense blocks" if cfg.family == "mlp" else "layers"
+    table = markdown_table(rows, layers_label=label)
+    line = verdict(rows, layers_label=label)
+    files = write_results(out, records)
+    title = f"# Plain vs residual: {cfg.family} nets on {cfg.dataset}\n\n"
+    files["results.md"] = out / "results.md"
+    files["results.md"].write_text(title + table + "\n" + line + "\n", encoding="utf-8")
+    what = f"{cfg.family} nets on {cfg.dataset}"
+    figures = {
+        "curves": compare_curves_figure(records, subject=what, depth_unit=label),
+        "error_vs_depth": error_vs_depth_figure(records, subject=what, depth_label=f"number of {label}"),
+    }
+    for name, fig in figures.items():
+        files[f"{name}.png"] = save_png(fig, out / f"{name}.png")
+    return CompareResult(
+        out, cfg, records, rows, table, line, checks(rows), files, figures, round(seconds, 3)
+    )

@@ -1,0 +1,277 @@
+"""Settings declared once: each field of a config dataclass carries its help, its flag and its rules.
+
+A config dataclass (``TrainConfig``, ``CompareConfig``, the analysis configs) declares every setting as one
+:func:`setting` line. Everything else is derived from those lines: the command-line flags (type, choices,
+the default shown in ``--help``), the values read from config files (JSON, YAML or TOML) and from a run's
+``config.json`` (checked against the field's type, unknown keys named with the closest valid one), and what
+``--resume`` may change. Adding a setting is one line in its dataclass plus its use.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import json
+import os
+import stat
+import sys
+import types
+import typing
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from reslab.errors import ConfigError
+
+Resume = Literal["frozen", "inherit", "session"]
+CONFIG_SUFFIXES = (".json", ".yaml", ".yml", ".toml")
+MAX_CONFIG_BYTES = 1 << 20  # a config file is a few KiB; refuse anything that could exhaust memory
+
+
+def setting(
+    default: Any = dataclasses.MISSING,
+    *,
+    help: str,
+    factory: Any = None,
+    flag: str | None = None,
+    metavar: str | None = None,
+    resume: Resume = "inherit",
+    sweep: bool = True,
+    cli: bool = True,
+) -> Any:
+    """A dataclass field with its documentation and its rules.
+
+    Args:
+        default: the value when not given (``factory`` instead for a mutable default).
+        help: one line for ``--help``; the default is appended there automatically.
+        flag: the command-line flag, when not ``--<name with dashes>``.
+        resume: what ``--resume`` does with it. ``frozen``: what the network learns from (model, data,
+            batch, seed) stays as the run was; ``inherit``: taken from the run unless given, and a change is
+            announced; ``session``: where and how visibly this call runs (never taken from the run).
+        sweep: False for a setting that does not change what a run learns (device, threads, display); a
+            sweep ignores it when it decides whether a finished run can be reused.
+        cli: False keeps it off the command line (Python only).
+    """
+    meta = {
+        "help": help,
+        "flag": flag,
+        "metavar": metavar,
+        "resume": resume,
+        "sweep": sweep,
+        "cli": cli,
+    }
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+@functools.cache
+def type_hints(cls: type) -> dict[str, Any]:
+    """The evaluated annotations of a config dataclass (cached: called for every value checked)."""
+    return typing.get_type_hints(cls)
+
+
+def fields_of(cls: type) -> Iterator[dataclasses.Field[Any]]:
+    """The fields of ``cls`` that are settings (declared with :func:`setting`)."""
+    for f in dataclasses.fields(cls):
+        if "help" in f.metadata:
+            yield f
+
+
+def field_default(f: dataclasses.Field[Any]) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return dataclasses.MISSING
+
+
+def flag_of(f: dataclasses.Field[Any]) -> str:
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+
+
+def unwrap_optional(tp: Any) -> tuple[Any, bool]:
+    """``(T, True)`` for ``T | None``, ``(T, False)`` otherwise."""
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        optional = len(args) < len(typing.get_args(tp))
+        return (args[0] if len(args) == 1 else typing.Union[tuple(args)]), optional  # noqa: UP007
+    return tp, False
+
+
+def choices_of(tp: Any) -> tuple[Any, ...] | None:
+    """The allowed values of a ``Literal[...]`` type (optional or not), else None."""
+    inner, _ = unwrap_optional(tp)
+    return typing.get_args(inner) if typing.get_origin(inner) is Literal else None
+
+
+def closest(name: str, valid: list[str]) -> str:
+    """``"; did you mean X?"`` for a near miss, else the list of valid names."""
+    near = difflib.get_close_matches(name, valid, n=1, cutoff=0.5)
+    return f"; did you mean {near[0]!r}?" if near else f"; valid keys: {', '.join(valid)}"
+
+
+def check_value(cls: type, name: str, value: Any, where: str | None = None) -> Any:
+    """``value`` checked against the type of field ``name`` of ``cls`` (lists become tuples, ints floats).
+
+    Raises ConfigError naming ``where`` (a file) and the key, e.g. "config.json: lr must be a number, got
+    '0.1'", or, without ``where``, the setting's flag: "--lr must be a number, got '0.1'".
+    """
+    tp, optional = unwrap_optional(type_hints(cls)[name])
+    field = next(f for f in dataclasses.fields(cls) if f.name == name)
+    subject = f"{where}: {name}" if where else flag_of(field)
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{subject} must not be null")
+    ok, out, what = _coerce(tp, value)
+    if not ok:
+        raise ConfigError(f"{subject} must be {what}, got {value!r}")
+    return out
+
+
+def _coerce(tp: Any, value: Any) -> tuple[bool, Any, str]:
+    """(value fits, the value as the field holds it, what was expected)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return True, value, "anything"
+    if origin is Literal:
+        return value in args and not isinstance(value, bool), value, "one of " + ", ".join(map(str, args))
+    if tp is bool:
+        return isinstance(value, bool), value, "true or false"
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool), value, "an integer"
+    if tp is float:
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        return number, float(value) if number else value, "a number"
+    if tp is str:
+        return isinstance(value, str), value, "a string"
+    if origin is tuple:
+        item = args[0]
+        if not isinstance(value, list | tuple):
+            return False, value, f"a list of {_name(item)}"
+        items = [_coerce(item, v) for v in value]
+        return all(ok for ok, _, _ in items), tuple(v for _, v, _ in items), f"a list of {_name(item)}"
+    if origin is dict:
+        ok = isinstance(value, dict) and all(isinstance(k, str) for k in value)
+        return ok, dict(value) if ok else value, "a mapping of names to values"
+    raise TypeError(f"unsupported setting type {tp!r}")  # a programming error, caught by the tests
+
+
+def _name(tp: Any) -> str:
+    return {int: "integers", float: "numbers", str: "strings"}.get(tp, str(tp))
+
+
+def from_mapping(cls: type, data: Mapping[str, Any], *, where: str, strict: bool = True) -> dict[str, Any]:
+    """Keyword arguments for ``cls`` from a mapping read from a file, every value checked.
+
+    ``strict``: an unknown key is an error naming it and the closest valid key (a user's config file);
+    otherwise it is ignored (a run directory written by a newer reslab).
+    """
+    valid = [f.name for f in fields_of(cls)]
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in valid:
+            if strict:
+                raise ConfigError(f"{where}: unknown key {key!r}{closest(str(key), valid)}")
+            continue
+        out[key] = check_value(cls, key, value, where)
+    return out
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """A mapping from a JSON, YAML or TOML file (by suffix); one-line ConfigError for anything else.
+
+    A run's ``config.json`` (settings under ``"config"`` beside data facts and versions) gives its settings.
+    """
+    path = Path(path).expanduser()
+    text = read_small_text(path, MAX_CONFIG_BYTES, what="config file")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        elif suffix == ".toml":
+            data = _toml().loads(text)
+        elif suffix == ".json":
+            data = json.loads(text)
+        else:
+            raise ConfigError(f"--config {path}: unknown format; use one of {', '.join(CONFIG_SUFFIXES)}")
+    except ConfigError:
+        raise
+    except Exception as err:  # yaml.YAMLError, tomllib.TOMLDecodeError, json.JSONDecodeError
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"--config {path} is not valid {suffix[1:].upper()}: {first}") from None
+    if isinstance(data, dict) and isinstance(data.get("config"), dict) and "data" in data:
+        data = dict(data["config"])  # a run's config.json
+        data.pop("out", None)  # a new run of the same settings: not into the old run's directory
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config {path} must hold a mapping of setting names to values")
+    return data
+
+
+def _toml() -> Any:
+    if sys.version_info >= (3, 11):
+        import tomllib
+
+        return tomllib
+    import tomli
+
+    return tomli
+
+
+def read_small_text(path: Path, max_bytes: int, *, what: str) -> str:
+    """The UTF-8 text of a regular file of at most ``max_bytes``; never blocks on a FIFO or follows /dev.
+
+    One-line ConfigError naming the file for: missing, not a regular file (directory, FIFO, device, a link
+    to one), too large, not UTF-8.
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise ConfigError(f"{what} {path} does not exist") from None
+    except OSError as err:
+        raise ConfigError(f"cannot read {what} {path}: {err.strerror or err}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ConfigError(f"{what} {path} is not a regular file; give a file")
+    if st.st_size > max_bytes:
+        raise ConfigError(
+            f"{what} {path} is {st.st_size:,} bytes, more than {max_bytes:,}; is it the right file?"
+        )
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as f:
+            data = f.read(max_bytes + 1)
+    except OSError as err:
+        raise ConfigError(f"cannot read {what} {path}: {err.strerror or err}") from None
+    if len(data) > max_bytes:
+        raise ConfigError(f"{what} {path} is larger than {max_bytes:,} bytes; is it the right file?")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{what} {path} is not UTF-8 text") from None
+
+
+def overrides_class(
+    name: str, base: type, source: type, *, exclude: tuple[str, ...], doc: str, module: str
+) -> type:
+    """A dataclass ``name``: ``base``'s fields, then every setting of ``source`` (minus ``exclude``) as an
+    optional override (None = leave it to the preset), with the same help, flag and rules.
+
+    A sweep's config gets the training settings this way: a new TrainConfig setting appears in
+    ``CompareConfig``, in ``reslab compare --help`` and in every run of the sweep with no other change.
+    """
+    hints = type_hints(source)
+    extra = []
+    for f in fields_of(source):
+        if f.name in exclude:
+            continue
+        tp, _ = unwrap_optional(hints[f.name])
+        meta = dict(f.metadata, train_default=field_default(f))
+        extra.append((f.name, tp | None, dataclasses.field(default=None, metadata=meta)))
+    cls = dataclasses.make_dataclass(name, extra, bases=(base,))
+    cls.__doc__ = doc
+    cls.__module__ = module
+    return cls
