@@ -280,11 +280,9 @@ def spread_pct(t: Timing) -> float:
 def make_sgd(
     params: Any, *, lr: float, momentum: float, nesterov: bool, weight_decay: float
 ) -> torch.optim.SGD:
-    """The engine's optimiser (its helper when the engine has one, so fused kernels follow it)."""
-    try:
-        from reslab.engine.loop import make_sgd as engine_sgd
-    except ImportError:
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
+    """The engine's optimiser (fused SGD where the device has it)."""
+    from reslab.engine.runtime import make_sgd as engine_sgd
+
     return engine_sgd(params, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
 
 
@@ -306,27 +304,31 @@ def engine_step(
     rt: Runtime,
     batches: Iterator[tuple[torch.Tensor, torch.Tensor]],
 ) -> Callable[[], None]:
-    """One step exactly as ``reslab.engine.loop.train``'s loop does it (label smoothing 0.1, device-side
-    loss/correct sums, the finite check); the model is already in the runtime's memory format."""
-    loss_sum = torch.zeros((), device=rt.device)
-    correct = torch.zeros((), dtype=torch.int64, device=rt.device)
-    check_now = rt.device.type != "cuda"  # the engine reads the flag at once on CPU, one step late on CUDA
+    """One step of ``reslab.engine.loop.train``: the engine's own ``train_step`` (label smoothing 0.1, the
+    finite check of loss and gradients) and its device-side interval sums; the model is already in the
+    runtime's memory format."""
+    from reslab.engine.guards import FiniteWatch
+    from reslab.engine.step import Interval, NonFiniteStep, StepState, train_step
+
+    state = StepState(
+        forward=model,
+        params=list(model.parameters()),
+        optimizer=opt,
+        runtime=rt,
+        watch=FiniteWatch(rt.device),
+        label_smoothing=0.1,
+    )
+    interval = Interval.zeros(rt.device)
     nonfinite: list[int] = []
 
     def step() -> None:
-        nonlocal loss_sum, correct
         x, y = next(batches)
-        with autocast(rt):
-            logits = model(x)  # (B, K)
-            loss = F.cross_entropy(logits, y, label_smoothing=0.1)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        finite = torch.isfinite(loss.detach())
-        if check_now and not bool(finite):
+        try:
+            loss, logits = train_step(state, x, y, lr=SGD_KW["lr"], iteration=interval.steps + 1)
+        except NonFiniteStep:
             nonfinite.append(1)  # the engine would stop here; a benchmark notes it and goes on
-        opt.step()
-        loss_sum += loss.detach().float() * y.shape[0]
-        correct += (logits.detach().argmax(1) == y).sum()
+            return
+        interval.add(loss, logits, y)
 
     step.nonfinite = nonfinite  # type: ignore[attr-defined]
     return step

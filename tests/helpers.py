@@ -1,14 +1,15 @@
-"""What several test files share: the tiny training run and the fuzzing settings (not a test module)."""
+"""What several test files import: the tiny training config, the CLI's exit code, the fuzzing settings."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from hypothesis import HealthCheck, settings
 
 from reslab.engine import TrainConfig
 
-# At least 200 generated inputs per fuzz test (issue 8), reproducible on every run and machine.
+# At least 200 generated inputs per fuzz test, reproducible on every run and machine.
 FUZZ = settings(
     max_examples=200,
     deadline=None,
@@ -31,3 +32,20 @@ def tiny(out: Path, **overrides: object) -> TrainConfig:
     )  # fmt: skip
     base.update(overrides)
     return TrainConfig(**base)
+
+
+def exit_code(argv: list[str]) -> int:
+    """``reslab ARGV``'s exit code: main()'s return value, or argparse's SystemExit for a flag it rejects."""
+    from reslab.cli import main
+
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+
+
+def one_line_error(capsys: Any) -> str:
+    """The error the last command printed, checked to be exactly one line starting with ``reslab``."""
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("reslab") and len(err.splitlines()) == 1, err
+    return err

@@ -6,19 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from reslab.cli import main
 
 DATA = ["--dataset", "synthetic:1x8x8"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

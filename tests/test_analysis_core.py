@@ -21,13 +21,7 @@ from reslab.analysis.gradient_flow import verdict, weight_layers
 from reslab.analysis.loss_surface import mean_loss
 from reslab.models import BasicBlock, Bottleneck, PreActBasicBlock, ResidualDenseBlock, build_model
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: a second (shared) core only adds hand-off overhead
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _mlp(name: str, depth_seed: int = 0) -> torch.nn.Module:

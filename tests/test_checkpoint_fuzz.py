@@ -1,4 +1,4 @@
-"""Fuzzing the checkpoint loaders (issue 8): every malformed file ends in CheckpointError, nothing else.
+"""Fuzzing the checkpoint loaders: every malformed file ends in CheckpointError, nothing else.
 
 A real checkpoint directory (safetensors weights, ``weights_only`` state, manifest) is damaged one file at a
 time: random bytes, truncation, one-byte mutations, overwritten headers, trailing junk, and lying manifests.

@@ -1,4 +1,4 @@
-"""Bad input at the command line (issue 8): one line on stderr, exit code 2, never a traceback.
+"""Bad input at the command line: one line on stderr, exit code 2, never a traceback.
 
 The cases already in ``test_cli_train.py::test_bad_inputs_exit_2_with_one_line`` (unknown model and dataset,
 resnet7, zero/negative --batch-size, zero --iterations, negative --lr, unknown --device, a batch larger
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from reslab.cli import main
+from helpers import exit_code
 from reslab.engine import TrainConfig, train
 
 BASE = [
@@ -46,13 +46,6 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     fake_png = root / "fake.png"
     fake_png.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)  # right magic, no image behind it
     return {"text": text, "fake_png": fake_png, "missing": root / "nope", "file": text}
-
-
-def _exit_code(argv: list[str]) -> int:
-    try:
-        return main(argv)
-    except SystemExit as exc:  # argparse's own rejections (bad type, bad choice)
-        return int(exc.code or 0)
 
 
 # (case id, argv with {run} {out} {text} {fake_png} {missing} {file} placeholders, text the line must hold)
@@ -133,7 +126,7 @@ def test_bad_input_is_one_line_and_exit_2(
     needle: str,
 ) -> None:
     subs = {"run": str(run_dir), "out": str(tmp_path / "out"), **{k: str(v) for k, v in files.items()}}
-    assert _exit_code([a.format(**subs) for a in argv]) == 2
+    assert exit_code([a.format(**subs) for a in argv]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("reslab") and len(err.splitlines()) == 1 and "Traceback" not in err, err
     assert needle.lower() in err.lower(), err

@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+from helpers import exit_code, one_line_error
 from reslab.cli import main
 
 TINY = [
@@ -27,20 +28,6 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("cli") / "run"
     assert main(["train", *TINY, "--out", str(out)]) == 0
     return out
-
-
-def _exit_code(argv: list[str]) -> int:
-    """main()'s return value, or argparse's SystemExit code for a flag it rejects itself."""
-    try:
-        return main(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-
-
-def _one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("reslab") and len(err.splitlines()) == 1, err
-    return err
 
 
 def test_train_writes_a_run_and_prints_a_summary(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -71,20 +58,20 @@ def test_train_writes_a_run_and_prints_a_summary(run_dir: Path, capsys: pytest.C
 def test_bad_inputs_exit_2_with_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], needle: str
 ) -> None:
-    assert _exit_code(["train", *TINY, "--out", str(tmp_path / "r"), *argv]) == 2
-    assert needle in _one_line_error(capsys)
+    assert exit_code(["train", *TINY, "--out", str(tmp_path / "r"), *argv]) == 2
+    assert needle in one_line_error(capsys)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_absent_gpu_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["train", *TINY, "--out", str(tmp_path / "r"), "--device", "cuda"]) == 2
-    assert "CUDA" in _one_line_error(capsys)
+    assert "CUDA" in one_line_error(capsys)
 
 
 def test_existing_run_dir_refused(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     before = (run_dir / "model.safetensors").read_bytes()
     assert main(["train", *TINY, "--out", str(run_dir)]) == 2
-    assert "--resume" in _one_line_error(capsys)
+    assert "--resume" in one_line_error(capsys)
     assert (run_dir / "model.safetensors").read_bytes() == before  # nothing was overwritten
 
 
@@ -92,12 +79,12 @@ def test_unwritable_out_exits_2_before_training(tmp_path: Path, capsys: pytest.C
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
     assert main(["train", *TINY, "--out", str(blocker / "run")]) == 2
-    assert "cannot write" in _one_line_error(capsys)
+    assert "cannot write" in one_line_error(capsys)
 
 
 def test_resume_with_other_model_exits_2(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["train", "--resume", str(run_dir), "--model", "plain8"]) == 2
-    assert "model" in _one_line_error(capsys)
+    assert "model" in one_line_error(capsys)
 
 
 def test_ctrl_c_checkpoints_exits_130_and_cli_resume_matches(
@@ -127,7 +114,7 @@ def test_ctrl_c_checkpoints_exits_130_and_cli_resume_matches(
 def test_nan_exits_3(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["train", *TINY, "--out", str(tmp_path / "r"), "--lr", "1e30", "--warmup-epochs", "0"]
     assert main(argv) == 3
-    assert "NaN" in _one_line_error(capsys)
+    assert "NaN" in one_line_error(capsys)
 
 
 def test_eval_prints_loss_error_top5(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -150,7 +137,7 @@ def test_predict_images(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFix
     text = tmp_path / "notes.png"
     text.write_text("not an image")
     assert main(["predict", str(run_dir), str(text)]) == 2
-    assert "notes.png" in _one_line_error(capsys)
+    assert "notes.png" in one_line_error(capsys)
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -170,7 +157,7 @@ def test_export_onnx_without_onnx_says_how_to_install(
         importlib.util, "find_spec", lambda name, *a: None if name == "onnx" else real(name, *a)
     )
     assert main(["export", str(run_dir), "--format", "onnx"]) == 2
-    assert 'pip install "reslab[onnx]"' in _one_line_error(capsys)
+    assert 'pip install "reslab[onnx]"' in one_line_error(capsys)
 
 
 def test_export_onnx_is_one_self_contained_file(run_dir: Path, tmp_path: Path) -> None:
@@ -180,3 +167,11 @@ def test_export_onnx_is_one_self_contained_file(run_dir: Path, tmp_path: Path) -
     assert main(["export", str(run_dir), "--format", "onnx", "--out", str(out)]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]  # no external-data file left beside it
     onnx.checker.check_model(onnx.load(str(out)))
+
+
+def test_a_warm_up_covering_the_run_is_one_line_at_the_start(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["train", *TINY, "--warmup-iters", "8", "--out", str(tmp_path / "w")]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("reslab: warning: the warm-up (8 iterations) covers the whole run of 8")

@@ -11,6 +11,7 @@ from pathlib import Path
 import matplotlib.image
 import pytest
 
+from helpers import exit_code
 from reslab.cli import main
 from reslab.errors import ConfigError
 from reslab.experiments import CompareConfig, RunRecord, compare
@@ -24,14 +25,6 @@ FLAGS = [
     "--depths", "8,14", "--dataset", "synthetic:1x12x12", "--iterations", "8", "--batch-size", "64",
     "--eval-every", "4", "--device", "cpu", "--precision", "fp32", "--num-threads", "1", "--progress", "off",
 ]  # fmt: skip
-
-
-def cli(argv: list[str]) -> int:
-    """The exit code of ``reslab ARGV`` (argparse's own errors exit through SystemExit)."""
-    try:
-        return main(argv)
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
 
 
 def tiny(out: Path, **overrides: object) -> CompareConfig:
@@ -161,11 +154,11 @@ def test_different_settings_in_the_same_out_are_refused(done: Path, tmp_path: Pa
     out = copy_of(done, tmp_path)
     args = list(FLAGS)
     args[args.index("--iterations") + 1] = "9"
-    assert cli(["compare", *args, "--out", str(out)]) == 2
+    assert exit_code(["compare", *args, "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "iterations=8, not 9" in err and "another --out" in err
     # the same settings through the CLI: everything reused, table and verdict printed
-    assert cli(["compare", *FLAGS, "--out", str(out)]) == 0
+    assert exit_code(["compare", *FLAGS, "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "| 14 |" in printed and "verdict:" in printed
 
@@ -194,7 +187,7 @@ def test_a_run_dir_with_other_training_settings_is_refused(done: Path, tmp_path:
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, capsys, flags: list[str], message: str) -> None:
-    assert cli(["compare", *flags, "--out", str(tmp_path / "x")]) == 2
+    assert exit_code(["compare", *flags, "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err
     assert not (tmp_path / "x").exists()  # refused before anything was written

@@ -1,4 +1,4 @@
-"""Fuzzing the file loaders (issue 8): every malformed input ends in DataError, never anything else.
+"""Fuzzing the file loaders: every malformed input ends in DataError, never anything else.
 
 Each loader gets >= 200 generated inputs: random bytes, truncations, single-byte mutations and trailing
 junk of a valid file, plus format-specific lies (wrong magic, wrong sizes, wrong structure). A mutation

@@ -1,4 +1,4 @@
-"""No code from data: the restricted unpickler and safe tar extraction (issue 8)."""
+"""No code from data: the restricted unpickler and safe tar extraction."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 8 on the training side: no code from checkpoints, non-finite gradients, out of memory, activation
+"""Safety on the training side: no code from checkpoints, non-finite gradients, out of memory, activation
 checkpointing's memory, and environment faults (full disk, read-only output) that keep the last checkpoint."""
 
 from __future__ import annotations

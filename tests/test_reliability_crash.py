@@ -1,4 +1,4 @@
-"""Crash safety (issue 8): ``reslab train`` killed with SIGKILL at a random step, then resumed.
+"""Crash safety: ``reslab train`` killed with SIGKILL at a random step, then resumed.
 
 SIGKILL cannot be caught, so nothing in reslab runs at the kill: what survives is whatever the atomic writes
 left. A checkpoint is written at every step, so the kill lands in the middle of a write more often than not.

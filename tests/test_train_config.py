@@ -83,3 +83,30 @@ def test_runtime_resolution() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="no CUDA GPU"):
             resolve_runtime(TrainConfig(device="cuda"))
+
+
+@pytest.mark.parametrize(
+    ("length", "steps_per_epoch", "most"),
+    [
+        ({"epochs": 1}, 62, 0.01),  # one epoch of resnet20 on mnist5k: the first thing a new user runs
+        ({"iterations": 5}, 62, 0.15),  # a smoke run of a few steps
+        ({}, 62, 0.01),  # the full default: 8 epochs
+        ({"epochs": 5, "batch_size": 128}, 31, 0.01),  # compare's runs
+    ],
+)
+def test_every_default_schedule_ends_low(length: dict, steps_per_epoch: int, most: float) -> None:
+    cfg = TrainConfig(**length).validate()
+    total = cfg.run_length(steps_per_epoch)
+    plan = make_plan(cfg, total=total, steps_per_epoch=steps_per_epoch, depth=20)
+    lrs = [lr_at(i, plan) for i in range(total)]
+    assert max(lrs) == pytest.approx(cfg.lr)  # the warm-up reaches the peak ...
+    assert plan.warmup_iters <= max(1, round(0.2 * total))  # ... within the first 20% of the run
+    assert 0 < lrs[-1] <= most * cfg.lr  # and the last step is low, never a wasted step at 0
+    assert plan.notes(cfg) == []
+
+
+def test_a_warm_up_that_leaves_no_decay_is_announced() -> None:
+    cfg = TrainConfig(epochs=1, warmup_epochs=1.0).validate()
+    plan = make_plan(cfg, total=62, steps_per_epoch=62, depth=20)
+    [note] = plan.notes(cfg)
+    assert note.startswith("warning: the warm-up (62 iterations) covers the whole run of 62")

@@ -106,10 +106,29 @@ def choices_of(tp: Any) -> tuple[Any, ...] | None:
     return typing.get_args(inner) if typing.get_origin(inner) is Literal else None
 
 
+# Names other tools use for the same settings: a config file written for them gets the right hint.
+ALIASES = {
+    "learning_rate": "lr",
+    "wd": "weight_decay",
+    "bs": "batch_size",
+    "arch": "model",
+    "network": "model",
+    "num_epochs": "epochs",
+    "max_iter": "iterations",
+    "steps": "iterations",
+    "lr_schedule": "schedule",
+    "amp": "precision",
+    "output_dir": "out",
+}
+
+
 def closest(name: str, valid: list[str]) -> str:
-    """``"; did you mean X?"`` for a near miss, else the list of valid names."""
-    near = difflib.get_close_matches(name, valid, n=1, cutoff=0.5)
-    return f"; did you mean {near[0]!r}?" if near else f"; valid keys: {', '.join(valid)}"
+    """``"; did you mean X?"``: the known alias, or the most similar valid name."""
+    alias = ALIASES.get(name.lower().replace("-", "_"))
+    if alias in valid:
+        return f"; did you mean {alias!r}?"
+    near = difflib.get_close_matches(name, valid, n=1, cutoff=0.0)
+    return f"; did you mean {near[0]!r}?" if near else ""
 
 
 def check_value(cls: type, name: str, value: Any, where: str | None = None) -> Any:

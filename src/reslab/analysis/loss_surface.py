@@ -134,39 +134,47 @@ def loss_landscape(
         d2 = filter_normalized_direction(w0, gen)
     was_training = model.training
     model.eval()
-    losses = [[0.0] * grid for _ in range(grid)]
     t0 = time.perf_counter()
     try:
         center = mean_loss(model, batches)
-        with torch.inference_mode():
-            for j, b in enumerate(coords):
-                for i, a in enumerate(coords):
-                    # 1. w <- w0 + a*d1 + b*d2, in place: no allocation per point, no model rebuild.
-                    torch._foreach_copy_(params, w0)
-                    if a != 0.0:
-                        torch._foreach_add_(params, d1, alpha=a)
-                    if b != 0.0:
-                        torch._foreach_add_(params, d2, alpha=b)
-                    # 2. The loss there, on the same batch set at every point.
-                    losses[j][i] = mean_loss(model, batches)
-                    if progress is not None:
-                        progress(1)
+        losses = _scan(model, params, batches, w0, (d1, d2), coords, progress)
     finally:
         with torch.no_grad():
             torch._foreach_copy_(params, w0)  # bit-exact restore, also on error or Ctrl-C
         model.train(was_training)
+    seconds = time.perf_counter() - t0
+    n = int(x.shape[0])
     return Landscape(
-        label or model_name,
-        model_name,
-        residual,
-        depth,
-        coords,
-        losses,
-        center,
-        seed,
-        int(x.shape[0]),
-        time.perf_counter() - t0,
+        label or model_name, model_name, residual, depth, coords, losses, center, seed, n, seconds
     )
+
+
+@torch.inference_mode()
+def _scan(
+    model: nn.Module,
+    params: list[torch.Tensor],
+    batches: list[tuple[torch.Tensor, torch.Tensor]],
+    w0: list[torch.Tensor],
+    directions: tuple[list[torch.Tensor], list[torch.Tensor]],
+    coords: list[float],
+    progress: Callable[[int], None] | None,
+) -> list[list[float]]:
+    """The loss at every grid point; ``losses[j][i]`` at ``(a = coords[i], b = coords[j])``."""
+    d1, d2 = directions
+    losses = [[0.0] * len(coords) for _ in coords]
+    for j, b in enumerate(coords):
+        for i, a in enumerate(coords):
+            # 1. w <- w0 + a*d1 + b*d2, in place: no allocation per point, no model rebuild.
+            torch._foreach_copy_(params, w0)
+            if a != 0.0:
+                torch._foreach_add_(params, d1, alpha=a)
+            if b != 0.0:
+                torch._foreach_add_(params, d2, alpha=b)
+            # 2. The loss there, on the same batch set at every point.
+            losses[j][i] = mean_loss(model, batches)
+            if progress is not None:
+                progress(1)
+    return losses
 
 
 def progress_bar(total: int, desc: str) -> tuple[Callable[[int], None], Callable[[], None]]:

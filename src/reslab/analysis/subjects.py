@@ -67,68 +67,47 @@ def load_subjects(
         ConfigError: an empty list, an unknown model name, a missing run directory, or a run whose input
             does not fit ``ds``.
     """
-    from reslab.engine import load_run
-    from reslab.models import build_model, model_info
-
     if not entries:
         raise ConfigError("no models given; pass model names (e.g. plain20,resnet20) or run directories")
-    subjects: list[Subject] = []
-    fresh_norm: Normalization | None = None
-    for entry in entries:
-        if _is_run(entry):
-            path = Path(entry).expanduser()
-            if not path.exists():
-                raise ConfigError(
-                    f"run directory {entry} does not exist; pass a run directory or a model name"
-                )
-            model, info = load_run(path)
-            if tuple(info.input_shape) != ds.image_shape or len(info.classes) != ds.num_classes:
-                raise ConfigError(
-                    f"{entry} was trained on {len(info.classes)} classes of {tuple(info.input_shape)} "
-                    "images, "
-                    f"but {ds.name} has {ds.num_classes} of {ds.image_shape}; pick a matching --dataset"
-                )
-            spec = model_info(info.config.model)
-            label = path.name if path.is_dir() else path.stem
-            subjects.append(
-                Subject(
-                    label,
-                    info.config.model,
-                    model,
-                    spec.residual,
-                    spec.depth,
-                    spec.family,
-                    True,
-                    info.norm,
-                    str(path),
-                )
-            )
-            continue
-        spec = model_info(entry)  # ConfigError with close matches for a typo
-        torch.manual_seed(seed)  # the same seed gives plain and residual twins comparable draws
-        model = build_model(
-            entry, num_classes=ds.num_classes, input_shape=ds.image_shape, **(model_kwargs or {})
-        )
-        if fresh_norm is None:
-            fresh_norm = Normalization.from_dataset(ds, "channel")
-        subjects.append(
-            Subject(
-                entry,
-                entry,
-                model,
-                spec.residual,
-                spec.depth,
-                spec.family,
-                False,
-                fresh_norm,
-                "fresh (at initialisation)",
-            )
-        )
+    fresh_norm = Normalization.from_dataset(ds, "channel")  # fresh models see the dataset's statistics
+    subjects = [
+        _trained(entry, ds) if _is_run(entry) else _fresh(entry, ds, seed, model_kwargs or {}, fresh_norm)
+        for entry in entries
+    ]
     for s in subjects:
         # Checkpointing recomputes blocks, so forward hooks would fire twice: analyses need it off.
         if hasattr(s.model, "activation_checkpointing"):
             s.model.activation_checkpointing = False
     return subjects
+
+
+def _trained(entry: str, ds: ArrayDataset) -> Subject:
+    from reslab.engine import load_run
+    from reslab.models import model_info
+
+    path = Path(entry).expanduser()
+    if not path.exists():
+        raise ConfigError(f"run directory {entry} does not exist; pass a run directory or a model name")
+    model, info = load_run(path)
+    if tuple(info.input_shape) != ds.image_shape or len(info.classes) != ds.num_classes:
+        raise ConfigError(
+            f"{entry} was trained on {len(info.classes)} classes of {tuple(info.input_shape)} images, "
+            f"but {ds.name} has {ds.num_classes} of {ds.image_shape}; pick a matching --dataset"
+        )
+    spec = model_info(info.config.model)
+    label = path.name if path.is_dir() else path.stem
+    name = info.config.model
+    return Subject(label, name, model, spec.residual, spec.depth, spec.family, True, info.norm, str(path))
+
+
+def _fresh(entry: str, ds: ArrayDataset, seed: int, kwargs: dict[str, Any], norm: Normalization) -> Subject:
+    from reslab.models import build_model, model_info
+
+    spec = model_info(entry)  # ConfigError with close matches for a typo
+    torch.manual_seed(seed)  # the same seed gives plain and residual twins comparable draws
+    model = build_model(entry, num_classes=ds.num_classes, input_shape=ds.image_shape, **kwargs)
+    fresh = "fresh (at initialisation)"
+    return Subject(entry, entry, model, spec.residual, spec.depth, spec.family, False, norm, fresh)
 
 
 def split_entries(values: list[str]) -> list[str]:

@@ -53,7 +53,7 @@ def register(sub: Any) -> None:
     e.add_argument("--dataset", help="default: the dataset the run was trained on")
     e.add_argument("--data-dir", metavar="DIR", help="default: the run's")
     e.add_argument("--split", choices=("test", "train"), default="test", help="(default: test)")
-    e.add_argument("--batch-size", type=int, default=256, metavar="B", help="(default: 256)")
+    e.add_argument("--batch-size", type=int, metavar="B", help="(default: the run's own)")
     e.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto", help="(default: auto)")
     e.add_argument("--precision", choices=("fp32", "bf16", "fp16"), help="(default: the run's own)")
     e.add_argument("--no-download", dest="download", action="store_false", help="stay offline")

@@ -1,6 +1,6 @@
 """Reading untrusted dataset files without running code hidden in them.
 
-Two guards live here (see issue 8, "No code from data" and "Archives"):
+Two guards live here (see docs/SAFETY.md, "No code from data" and "Safe extraction"):
 
 - :func:`safe_unpickle` loads a CIFAR python batch through a restricted :class:`pickle.Unpickler` that can
   only build numpy arrays, dicts, lists, bytes, strings and numbers. Any other global a pickle asks for

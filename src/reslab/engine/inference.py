@@ -48,7 +48,7 @@ def evaluate(
     dataset: str | None = None,
     data_dir: str | None = None,
     split: str = "test",
-    batch_size: int = 256,
+    batch_size: int | None = None,
     device: str = "auto",
     precision: str | None = None,
     download: bool = True,
@@ -59,14 +59,14 @@ def evaluate(
         run: a run directory, or a weights file with a config beside it.
         dataset: default the run's own (with its validation split, so "test" means what it meant there).
         split: "test" or "train" (the paper's training error: the whole split, eval mode, no augmentation).
-        precision: fp32 | bf16 | fp16; default the run's own, which reproduces its reported figures.
+        batch_size: default the run's own; with its precision, this reproduces its reported figures.
+        precision: fp32 | bf16 | fp16; default the run's own.
     """
-    from reslab.data import load_dataset
     from reslab.data.loader import DeviceLoader
 
     if split not in ("test", "train"):
         raise ConfigError(f"unknown split {split!r}; choose test or train")
-    if batch_size <= 0:
+    if batch_size is not None and batch_size <= 0:
         raise ConfigError(f"--batch-size must be a positive integer, got {batch_size}")
     if precision is not None and precision not in AMP_DTYPES:
         raise ConfigError(f"unknown --precision {precision!r}; choose one of {', '.join(AMP_DTYPES)}")
@@ -74,13 +74,32 @@ def evaluate(
     model, info = load_run(run, device=dev)
     cfg = info.config
     name = dataset or cfg.dataset
-    same = name == cfg.dataset
+    x, y = _split(info, name, data_dir if data_dir is not None else cfg.data_dir, split, download)
+    prec = precision or info.precision
+    model = _as_trained(model, info)
+    batch = batch_size or cfg.batch_size
+    loader = DeviceLoader(
+        x, y, batch_size=batch, norm=info.norm, device=dev, channels_last=info.channels_last
+    )
+    res = evaluate_model(model, loader, amp_dtype=AMP_DTYPES[prec])
+    if not all(math.isfinite(v) for v in (res.loss, res.error)):
+        raise NonFiniteError(
+            f"{cfg.model} gives NaN/inf outputs on {name}: its weights are broken or diverged; "
+            "evaluate an earlier checkpoint or retrain"
+        )
+    return EvalReport(cfg.model, name, split, res.n, res.loss, res.error, res.top5_error, prec)
+
+
+def _split(
+    info: RunInfo, name: str, data_dir: str | None, split: str, download: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images, labels) of ``split`` of dataset ``name``, checked to fit the run's model."""
+    from reslab.data import load_dataset
+
+    cfg = info.config
+    same = name == cfg.dataset  # the run's own dataset keeps its validation split: "test" means the same
     ds = load_dataset(
-        name,
-        data_dir if data_dir is not None else cfg.data_dir,
-        download=download,
-        seed=cfg.split_seed,
-        val_split=cfg.val_split if same else None,
+        name, data_dir, download=download, seed=cfg.split_seed, val_split=cfg.val_split if same else None
     )
     if ds.image_shape != info.input_shape or ds.num_classes != len(info.classes):
         raise ConfigError(
@@ -90,18 +109,7 @@ def evaluate(
     x, y = (ds.test_x, ds.test_y) if split == "test" else (ds.train_x, ds.train_y)
     if x.shape[0] == 0:
         raise ConfigError(f"{name} has no {split} images")
-    prec = precision or info.precision
-    model = _as_trained(model, info)
-    loader = DeviceLoader(
-        x, y, batch_size=batch_size, norm=info.norm, device=dev, channels_last=info.channels_last
-    )
-    res = evaluate_model(model, loader, amp_dtype=AMP_DTYPES[prec])
-    if not all(math.isfinite(v) for v in (res.loss, res.error)):
-        raise NonFiniteError(
-            f"{cfg.model} gives NaN/inf outputs on {name}: its weights are broken or diverged; "
-            "evaluate an earlier checkpoint or retrain"
-        )
-    return EvalReport(cfg.model, name, split, res.n, res.loss, res.error, res.top5_error, prec)
+    return x, y
 
 
 @dataclass(frozen=True)

@@ -258,7 +258,7 @@ class _Run:
             desc=f"{cfg.model} on {cfg.dataset}",
         )
         for note in self.notes:
-            self.progress.message(note)
+            (self.progress.warn if note.startswith("warning:") else self.progress.message)(note)
         self.started = time.perf_counter()
         self.model.train()
         self.interval.started = time.perf_counter()

@@ -105,6 +105,15 @@ class Progress:
             self.stream.write(text + "\n")
             self.stream.flush()
 
+    def warn(self, text: str) -> None:
+        """A warning is shown in every mode, "off" included (it changes what the run means)."""
+        line = f"reslab: {text}"
+        if self.bar is not None:
+            self.bar.write(line, file=self.stream)
+        else:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()

@@ -57,7 +57,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def cpu_has_native_bf16() -> bool:
-    """AVX512-BF16 or AMX: bf16 matmuls/convs run natively and beat fp32 (issue 4 measured 1.7x)."""
+    """AVX512-BF16 or AMX: bf16 matmuls/convs run natively and beat fp32 (1.7x for resnet20 on 2 cores)."""
     cpu = torch.cpu
     for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
         fn = getattr(cpu, probe, None)

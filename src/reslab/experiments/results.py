@@ -147,7 +147,7 @@ def markdown_table(rows: Sequence[Row], *, layers_label: str = "layers") -> str:
 
 @dataclass(frozen=True)
 class Checks:
-    """The degradation effect as three yes/no facts (issue 4: (a), (b), (c)), from the seed means."""
+    """The degradation effect as three yes/no facts, from the seed means."""
 
     plain_rises: bool  # (a) plain training error never falls with depth and ends higher than it starts
     residual_fifth: bool  # (b) deepest: residual training error <= 1/5 of the plain one

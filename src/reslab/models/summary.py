@@ -88,55 +88,70 @@ def summarize(model: nn.Module, input_size: Sequence[int] | None = None) -> Mode
     size = tuple(int(s) for s in (input_size or getattr(model, "default_input_size", ())))
     if not size or min(size) < 1:
         raise ConfigError(f"input size must be positive, e.g. 3 32 32; got {size or 'nothing'}")
-    children = list(model.named_children())
     stage_names = list(getattr(model, "stage_names", ()))
+    group_of = _groups(model, stage_names)
+    order = list(dict.fromkeys(group_of.values()))
+    params = dict.fromkeys(order, 0)
+    for name, child in model.named_children():
+        params[group_of[name]] += count_parameters(child)
+    macs, outputs = _trace(model, group_of, size)
+    rows = tuple(
+        StageRow(
+            g,
+            outputs.get(g, ()),
+            len(getattr(model, g)) if g in stage_names else 0,
+            params[g],
+            macs.get(g, 0),
+        )
+        for g in order
+    )
+    return ModelSummary(size, rows)
+
+
+def _groups(model: nn.Module, stage_names: list[str]) -> dict[str, str]:
+    """Top-level module name -> its row: a stage, or ``stem`` before the stages and ``head`` after them."""
     group_of: dict[str, str] = {}
     seen_stage = False
-    for name, _ in children:
+    for name, _ in model.named_children():
         if name in stage_names:
             group_of[name], seen_stage = name, True
         elif stage_names:
             group_of[name] = "head" if seen_stage else "stem"
         else:
             group_of[name] = name
-    order = list(dict.fromkeys(group_of.values()))
+    return group_of
 
-    params = dict.fromkeys(order, 0)
-    for name, child in children:
-        params[group_of[name]] += count_parameters(child)
-    macs = dict.fromkeys(order, 0)
+
+def _trace(
+    model: nn.Module, group_of: dict[str, str], size: tuple[int, ...]
+) -> tuple[dict[str, int], dict[str, tuple[int, ...]]]:
+    """(multiply-adds, output shape) per row, from forward hooks during one forward pass of one input."""
+    macs: dict[str, int] = {}
     outputs: dict[str, tuple[int, ...]] = {}
+
+    def count(group: str, m: nn.Module, out: torch.Tensor) -> None:
+        per_sample = out.numel() // out.shape[0]
+        if isinstance(m, nn.Conv2d):
+            fan_in = (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
+        else:  # nn.Linear
+            fan_in = m.in_features
+        macs[group] = macs.get(group, 0) + per_sample * fan_in
+
     hooks = []
-
-    def count(group: str):
-        def hook(m: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
-            per_sample = out.numel() // out.shape[0]
-            if isinstance(m, nn.Conv2d):
-                k = m.kernel_size[0] * m.kernel_size[1]
-                macs[group] += per_sample * (m.in_channels // m.groups) * k
-            else:  # nn.Linear
-                macs[group] += per_sample * m.in_features
-
-        return hook
-
-    def record(group: str):
-        def hook(m: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
-            outputs[group] = tuple(out.shape[1:])
-
-        return hook
-
-    for name, child in children:
-        hooks.append(child.register_forward_hook(record(group_of[name])))
+    for name, child in model.named_children():
+        g = group_of[name]
+        hooks.append(
+            child.register_forward_hook(lambda _m, _i, out, g=g: outputs.__setitem__(g, tuple(out.shape[1:])))
+        )
         for m in child.modules():
             if isinstance(m, nn.Conv2d | nn.Linear):
-                hooks.append(m.register_forward_hook(count(group_of[name])))
+                hooks.append(m.register_forward_hook(lambda m, _i, out, g=g: count(g, m, out)))
     param = next(model.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            model(torch.zeros((1, *size), device=device))
+            model(torch.zeros((1, *size), device=param.device if param is not None else "cpu"))
     except RuntimeError as err:
         raise ConfigError(
             f"input size {_shape(size)} does not fit this model: {str(err).splitlines()[0]}"
@@ -145,11 +160,7 @@ def summarize(model: nn.Module, input_size: Sequence[int] | None = None) -> Mode
         for h in hooks:
             h.remove()
         model.train(was_training)
-    rows = tuple(
-        StageRow(g, outputs.get(g, ()), len(getattr(model, g)) if g in stage_names else 0, params[g], macs[g])
-        for g in order
-    )
-    return ModelSummary(size, rows)
+    return macs, outputs
 
 
 def human(n: float) -> str:
