@@ -29,19 +29,12 @@ from reslab.settings import (
 DefaultText = typing.Callable[[dataclasses.Field[Any]], str]
 
 
-def add_config_flags(
-    p: argparse.ArgumentParser, *, print_config: bool = True, what: str = "settings"
-) -> None:
+def add_config_flags(p: argparse.ArgumentParser, *, what: str = "settings") -> None:
     """``--config FILE`` and ``--print-config``, the same on every command that takes a config."""
     p.add_argument(
-        "--config",
-        metavar="FILE",
-        help=f"read {what} from a JSON, YAML or TOML file (a run's config.json works); flags win over it",
+        "--config", metavar="FILE", help=f"read {what} from a JSON, YAML or TOML file; flags win over it"
     )
-    if print_config:
-        p.add_argument(
-            "--print-config", action="store_true", help="print the resolved settings as JSON and exit"
-        )
+    p.add_argument("--print-config", action="store_true", help="print the resolved settings as JSON and exit")
 
 
 def add_setting_flags(

@@ -37,7 +37,7 @@ def register(sub: Any) -> None:
         "--resume, settings not given are the run's own.",
     )
     p.add_argument("--recipe", choices=tuple(RECIPES), help="the defaults to start from (default: default)")
-    add_config_flags(p)
+    add_config_flags(p, what="settings (a run's config.json too)")
     add_setting_flags(p, TrainConfig, default_text=_recipe_default)
     dp = p.add_argument_group("data-parallel (also: torchrun --nproc-per-node N -m reslab train ...)")
     dp.add_argument("--nproc", type=int, metavar="N", help="train on N local processes via torchrun (DDP)")

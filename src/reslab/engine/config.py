@@ -55,53 +55,61 @@ class TrainConfig:
         True, help="fetch missing archives into --data-dir", resume="session", sweep=False
     )
     val_split: int | None = setting(
-        None, help="hold out N training images as the test split (paper: 5000)", metavar="N", resume="frozen"
+        None, help="hold out N training images as the test split", metavar="N", resume="frozen"
     )
     split_seed: int = setting(
-        0, help="seed of the validation split, shared by runs of any --seed", resume="frozen"
+        0,
+        help="seed of the validation split, the same for runs of any --seed",
+        metavar="SEED",
+        resume="frozen",
     )
     # --- how long: at most one of these two is set
     epochs: int | None = setting(
         None,
-        help=f"passes over the training split; default {DEFAULT_EPOCHS} unless --iterations",
+        help=f"passes over the training split; {DEFAULT_EPOCHS} unless --iterations is given",
         metavar="E",
     )
-    iterations: int | None = setting(
-        None, help="optimizer steps instead of epochs (paper: 64000)", metavar="N"
-    )
+    iterations: int | None = setting(None, help="optimizer steps, instead of epochs", metavar="N")
     # --- optimiser: SGD as in the paper (Sec. 3.4)
     batch_size: int = setting(
-        64, help="global batch (split over processes); 64 beats 128 on 4k images; paper 128", resume="frozen"
+        64,
+        help="global batch (split over processes); 64 beats 128 on 4k images",
+        metavar="B",
+        resume="frozen",
     )
-    lr: float = setting(0.1, help="peak learning rate, used as given (paper: 0.1)", metavar="LR")
-    momentum: float = setting(0.9, help="SGD momentum (paper: 0.9)")
-    nesterov: bool = setting(True, help="Nesterov momentum: faster on short schedules; the paper: off")
-    weight_decay: float = setting(5e-4, help="L2 penalty; 4k images overfit sooner than CIFAR (paper: 1e-4)")
-    label_smoothing: float = setting(0.1, help="-0.5 pt test error on mnist5k; evaluation reports plain CE")
+    lr: float = setting(0.1, help="peak learning rate, used as given", metavar="LR")
+    momentum: float = setting(0.9, help="SGD momentum", metavar="M")
+    nesterov: bool = setting(True, help="Nesterov momentum: converges faster on short schedules")
+    weight_decay: float = setting(5e-4, help="L2 penalty; 4k images overfit sooner than CIFAR", metavar="WD")
+    label_smoothing: float = setting(
+        0.1, help="-0.5 pt test error on mnist5k; evaluation reports plain cross-entropy", metavar="S"
+    )
     grad_clip: float | None = setting(None, help="clip the global gradient norm to this", metavar="NORM")
     # --- learning-rate schedule (see reslab.engine.schedule.lr_at)
     schedule: Schedule = setting("cosine", help="cosine needs no milestones and ends near 0")
     milestones: tuple[float, ...] = setting(
-        (0.5, 0.75), help="step schedule: fractions of the run (paper: 32k, 48k of 64k)", metavar="F,F"
+        (0.5, 0.75), help="step schedule: fractions of the run (the paper's 32k, 48k of 64k)", metavar="F,F"
     )
-    gamma: float = setting(0.1, help="step schedule: lr multiplier at each milestone (paper: 1/10)")
+    gamma: float = setting(0.1, help="step schedule: lr multiplier at each milestone", metavar="G")
     warmup_epochs: float | None = setting(
         None, help="linear warm-up length; default 1 epoch, at most 20% of the run", metavar="W"
     )
     warmup_iters: int | None = setting(
-        None, help="warm-up in iterations (overrides --warmup-epochs)", metavar="N"
+        None, help="warm-up in iterations (wins over --warmup-epochs)", metavar="N"
     )
-    warmup: Warmup = setting("linear", help="linear ramp, or the paper's constant low lr then the jump")
-    warmup_lr: float = setting(0.0, help="linear: the start lr; constant: the warm-up lr (paper: 0.01)")
-    warmup_min_depth: int = setting(
-        0, help="warm up only models at least this deep (paper: 110)", metavar="D"
-    )
+    warmup: Warmup = setting("linear", help="a linear ramp, or the paper's constant low lr then the jump")
+    warmup_lr: float = setting(0.0, help="linear: the start lr; constant: the warm-up lr", metavar="LR")
+    warmup_min_depth: int = setting(0, help="warm up only models at least this deep", metavar="D")
     # --- data pipeline (frozen: the network learned this input)
-    normalize: Normalize = setting("channel", help="pixel = per-pixel mean only (the paper)", resume="frozen")
+    normalize: Normalize = setting(
+        "channel", help="pixel = per-pixel mean only, as the paper", resume="frozen"
+    )
     augment: Augment = setting(
         "auto", help="auto = the dataset's (none for digits); crop = pad-4 random shifts", resume="frozen"
     )
-    seed: int = setting(0, help="one seed for initialisation, shuffling and augmentation", resume="frozen")
+    seed: int = setting(
+        0, help="one seed for initialisation, shuffling and augmentation", metavar="SEED", resume="frozen"
+    )
     # --- hardware
     device: Device = setting("auto", help="auto = cuda, then mps, then cpu", sweep=False)
     precision: Precision = setting("auto", help="auto = bf16 autocast on CUDA and CPUs with native bf16")

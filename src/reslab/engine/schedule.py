@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from reslab.engine.config import TrainConfig
@@ -88,8 +87,3 @@ def lr_at(it: int, plan: LrPlan) -> float:
     if plan.schedule == "cosine":
         return plan.base_lr * 0.5 * (1.0 + math.cos(math.pi * progress))
     return plan.base_lr * (1.0 - progress)  # onecycle: linear down after the linear rise
-
-
-def lr_curve(plan: LrPlan, points: Sequence[int]) -> list[float]:
-    """``lr_at`` at several iterations (for plots and tests)."""
-    return [lr_at(i, plan) for i in points]

@@ -116,7 +116,7 @@ class _SweepSettings:
         None, help="default: runs/compare-<family>-<dataset>-<hash of the settings>", metavar="DIR"
     )
     retry_diverged: bool = setting(
-        False, help="train runs that diverged before again (default: keep the result)"
+        False, help="train again the runs that diverged (off: keep them as results)"
     )
     run_index: int | None = setting(
         None,

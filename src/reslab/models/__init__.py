@@ -9,7 +9,6 @@ from __future__ import annotations
 from reslab.models.blocks import (
     BasicBlock,
     Bottleneck,
-    DenseBlock,
     PadShortcut,
     PreActBasicBlock,
     PreActBottleneck,
@@ -34,7 +33,6 @@ __all__ = [
     "BasicBlock",
     "Bottleneck",
     "CifarResNet",
-    "DenseBlock",
     "ModelSpec",
     "ModelSummary",
     "PadShortcut",

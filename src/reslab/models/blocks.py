@@ -128,9 +128,6 @@ class ResidualDenseBlock(nn.Module):
             nn.init.zeros_(self.fc2.bias)
 
 
-DenseBlock = ResidualDenseBlock
-
-
 class BasicBlock(nn.Module):
     """Two 3x3 convs, post-activation (He et al. 2015, Fig. 2 / Fig. 5 left): ``relu(F(x) + x)``."""
 
@@ -296,6 +293,3 @@ class PreActBottleneck(nn.Module):
 def _shortcut_input(shortcut: nn.Module, x: torch.Tensor, pre: torch.Tensor) -> torch.Tensor:
     # A projection shares the block's BN-ReLU (He et al. 2016 code); option A pads the raw input.
     return x if isinstance(shortcut, PadShortcut) else pre
-
-
-ConvBlock = BasicBlock | Bottleneck | PreActBasicBlock | PreActBottleneck

@@ -333,8 +333,3 @@ def cifar_blocks_per_stage(depth: int, *, bottleneck: bool = False) -> int:
 def _check_classes(num_classes: int) -> None:
     if num_classes < 1:
         raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
-
-
-def feature_dim(model: StagedNet) -> int:
-    """Length F of ``forward_features``'s output (the classifier's input)."""
-    return int(model.fc.in_features)
