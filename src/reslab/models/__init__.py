@@ -27,12 +27,14 @@ from reslab.models.registry import (
     register_model,
 )
 from reslab.models.summary import ModelSummary, StageRow, count_parameters, summarize
+from reslab.models.weights import LoadReport, WeightsInfo, inspect_weights, load_weights
 
 __all__ = [
     "IMAGENET_LAYERS",
     "BasicBlock",
     "Bottleneck",
     "CifarResNet",
+    "LoadReport",
     "ModelSpec",
     "ModelSummary",
     "PadShortcut",
@@ -43,11 +45,14 @@ __all__ = [
     "ResidualMLP",
     "StageRow",
     "StagedNet",
+    "WeightsInfo",
     "build_model",
     "cifar_resnet",
     "count_parameters",
     "init_weights",
+    "inspect_weights",
     "list_models",
+    "load_weights",
     "make_shortcut",
     "model_info",
     "parameter_count",

@@ -30,8 +30,10 @@ from torch import nn
 from reslab.errors import ConfigError
 
 Shortcut = Literal["A", "B", "C"]
+ShortcutPad = Literal["after", "both"]
 Norm = Literal["batch"] | None
 SHORTCUTS: tuple[str, ...] = ("A", "B", "C")
+SHORTCUT_PADS: tuple[str, ...] = ("after", "both")
 
 
 def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
@@ -45,33 +47,50 @@ def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
 
 
 class PadShortcut(nn.Module):
-    """Option A (section 4.2): identity with strided subsampling and zero-padded channels; no parameters."""
+    """Option A (section 4.2): identity with strided subsampling and zero-padded channels; no parameters.
 
-    def __init__(self, in_planes: int, out_planes: int, stride: int) -> None:
+    The paper does not say where the zero channels go. ``pad="after"`` (reslab's default) appends them, so
+    input channel c stays channel c; ``pad="both"`` puts half before and half after, as the widely used
+    akamaster/pytorch_resnet_cifar10 nets do (``planes//4`` on each side when the channels double). The two
+    add the identity to different output channels, so weights trained with one give other outputs with the
+    other: build the model with the convention its weights were trained with.
+    """
+
+    def __init__(self, in_planes: int, out_planes: int, stride: int, *, pad: ShortcutPad = "after") -> None:
         super().__init__()
         if out_planes < in_planes:
             raise ConfigError(
                 f"option A shortcut cannot shrink channels ({in_planes} -> {out_planes}); use B"
             )
+        if pad not in SHORTCUT_PADS:
+            raise ConfigError(f"unknown shortcut_pad {pad!r}; use 'after' (reslab) or 'both' (akamaster)")
         self.extra = out_planes - in_planes
         self.stride = stride
+        self.pad = pad
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride > 1:
             # (B, C_in, ceil(H/s), ceil(W/s)): the same positions the strided conv of the branch reads
             x = x[:, :, :: self.stride, :: self.stride]
-        return F.pad(x, (0, 0, 0, 0, 0, self.extra))  # (B, C_out, H', W'): zeros in the new channels
+        before = self.extra // 2 if self.pad == "both" else 0
+        return F.pad(x, (0, 0, 0, 0, before, self.extra - before))  # (B, C_out, H', W'): zero channels
 
     def extra_repr(self) -> str:
-        return f"pad_channels={self.extra}, stride={self.stride}"
+        return f"pad_channels={self.extra}, stride={self.stride}, pad={self.pad!r}"
 
 
 def make_shortcut(
-    in_planes: int, out_planes: int, stride: int, option: Shortcut, *, with_bn: bool = True
+    in_planes: int,
+    out_planes: int,
+    stride: int,
+    option: Shortcut,
+    *,
+    with_bn: bool = True,
+    pad: ShortcutPad = "after",
 ) -> nn.Module | None:
     """The shortcut module for one block, or ``None`` for the plain identity.
 
-    A: identity, or :class:`PadShortcut` where the shape changes (no parameters).
+    A: identity, or :class:`PadShortcut` (zero channels placed as ``pad`` says) where the shape changes.
     B: identity, or a 1x1 conv + BN projection where the shape changes (torchvision's ``downsample``).
     C: a projection on every shortcut.
     Pre-activation blocks pass ``with_bn=False``: their projection reads an input already BN-ReLU'd.
@@ -80,7 +99,7 @@ def make_shortcut(
         raise ConfigError(f"unknown shortcut option {option!r}; use one of A, B, C (paper section 3.3)")
     changes_shape = stride != 1 or in_planes != out_planes
     if option == "A":
-        return PadShortcut(in_planes, out_planes, stride) if changes_shape else None
+        return PadShortcut(in_planes, out_planes, stride, pad=pad) if changes_shape else None
     if option == "B" and not changes_shape:
         return None
     layers: list[nn.Module] = [conv1x1(in_planes, out_planes, stride)]
@@ -134,7 +153,14 @@ class BasicBlock(nn.Module):
     expansion: int = 1
 
     def __init__(
-        self, in_planes: int, planes: int, stride: int = 1, *, residual: bool = True, shortcut: Shortcut = "B"
+        self,
+        in_planes: int,
+        planes: int,
+        stride: int = 1,
+        *,
+        residual: bool = True,
+        shortcut: Shortcut = "B",
+        shortcut_pad: ShortcutPad = "after",
     ) -> None:
         super().__init__()
         self.residual = residual
@@ -143,7 +169,9 @@ class BasicBlock(nn.Module):
         self.relu = nn.ReLU()  # not in place: a hook's saved branch_out must not be overwritten
         self.conv2 = conv3x3(planes, planes)
         self.bn2 = nn.BatchNorm2d(planes)
-        self.downsample = make_shortcut(in_planes, planes, stride, shortcut) if residual else None
+        self.downsample = (
+            make_shortcut(in_planes, planes, stride, shortcut, pad=shortcut_pad) if residual else None
+        )
         self.branch_out = nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C_in, H, W)
@@ -176,6 +204,7 @@ class Bottleneck(nn.Module):
         *,
         residual: bool = True,
         shortcut: Shortcut = "B",
+        shortcut_pad: ShortcutPad = "after",
         stride_in_1x1: bool = False,
     ) -> None:
         super().__init__()
@@ -189,7 +218,9 @@ class Bottleneck(nn.Module):
         self.conv3 = conv1x1(planes, out_planes)
         self.bn3 = nn.BatchNorm2d(out_planes)
         self.relu = nn.ReLU()  # not in place: a hook's saved branch_out must not be overwritten
-        self.downsample = make_shortcut(in_planes, out_planes, stride, shortcut) if residual else None
+        self.downsample = (
+            make_shortcut(in_planes, out_planes, stride, shortcut, pad=shortcut_pad) if residual else None
+        )
         self.branch_out = nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C_in, H, W)
@@ -216,7 +247,14 @@ class PreActBasicBlock(nn.Module):
     expansion: int = 1
 
     def __init__(
-        self, in_planes: int, planes: int, stride: int = 1, *, residual: bool = True, shortcut: Shortcut = "B"
+        self,
+        in_planes: int,
+        planes: int,
+        stride: int = 1,
+        *,
+        residual: bool = True,
+        shortcut: Shortcut = "B",
+        shortcut_pad: ShortcutPad = "after",
     ) -> None:
         super().__init__()
         self.residual = residual
@@ -226,7 +264,9 @@ class PreActBasicBlock(nn.Module):
         self.conv2 = conv3x3(planes, planes)
         self.relu = nn.ReLU()
         self.downsample = (
-            make_shortcut(in_planes, planes, stride, shortcut, with_bn=False) if residual else None
+            make_shortcut(in_planes, planes, stride, shortcut, with_bn=False, pad=shortcut_pad)
+            if residual
+            else None
         )
         self.branch_out = nn.Identity()
 
@@ -257,6 +297,7 @@ class PreActBottleneck(nn.Module):
         *,
         residual: bool = True,
         shortcut: Shortcut = "B",
+        shortcut_pad: ShortcutPad = "after",
         stride_in_1x1: bool = False,
     ) -> None:
         super().__init__()
@@ -271,7 +312,9 @@ class PreActBottleneck(nn.Module):
         self.conv3 = conv1x1(planes, out_planes)
         self.relu = nn.ReLU()
         self.downsample = (
-            make_shortcut(in_planes, out_planes, stride, shortcut, with_bn=False) if residual else None
+            make_shortcut(in_planes, out_planes, stride, shortcut, with_bn=False, pad=shortcut_pad)
+            if residual
+            else None
         )
         self.branch_out = nn.Identity()
 

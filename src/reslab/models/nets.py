@@ -21,6 +21,7 @@ from collections.abc import Iterator, Sequence
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
@@ -33,9 +34,12 @@ from reslab.models.blocks import (
     PreActBottleneck,
     ResidualDenseBlock,
     Shortcut,
+    ShortcutPad,
 )
 
 BlockKind = Literal["basic", "bottleneck"]
+GlobalPool = Literal["adaptive", "window"]
+GLOBAL_POOLS: tuple[str, ...] = ("adaptive", "window")
 
 
 def init_weights(model: nn.Module, *, zero_init_residual: bool = False) -> None:
@@ -87,6 +91,18 @@ def _frozen_bn_stats(module: nn.Module) -> Iterator[None]:
             m.momentum = momentum
             if tracked is not None:
                 m.num_batches_tracked.copy_(tracked)
+
+
+class WindowAvgPool(nn.Module):
+    """Global average pooling by ``F.avg_pool2d`` with the whole map as window: (B, C, H, W) -> (B, C, 1, 1).
+
+    The same mean as ``nn.AdaptiveAvgPool2d(1)``, summed in another order, so the last bit can differ (about
+    1e-7). The akamaster/pytorch_resnet_cifar10 nets pool this way; a model that loads their weights pools
+    the same way to give bit-identical outputs.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(x, kernel_size=x.shape[-2:])
 
 
 class StagedNet(nn.Module):
@@ -185,6 +201,8 @@ class CifarResNet(StagedNet):
     (ResNet-164 and ResNet-1001). ``preact=True`` uses pre-activation blocks and a final BN-ReLU before
     pooling.
     Shortcut default: A for basic blocks (paper, CIFAR), B for bottlenecks (the 2016 paper's code).
+    ``shortcut_pad`` (where option A puts its zero channels) and ``global_pool`` change no parameter; "both"
+    and "window" reproduce the akamaster/pytorch_resnet_cifar10 nets bit for bit.
     """
 
     stage_names = ("layer1", "layer2", "layer3")
@@ -199,12 +217,16 @@ class CifarResNet(StagedNet):
         bottleneck: bool = False,
         preact: bool = False,
         shortcut: Shortcut | None = None,
+        shortcut_pad: ShortcutPad = "after",
+        global_pool: GlobalPool = "adaptive",
         stride_in_1x1: bool = False,
         zero_init_residual: bool = False,
         activation_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         n = cifar_blocks_per_stage(depth, bottleneck=bottleneck)
+        if global_pool not in GLOBAL_POOLS:
+            raise ConfigError(f"unknown global_pool {global_pool!r}; use 'adaptive' or 'window'")
         _check_classes(num_classes)
         self.depth, self.residual = depth, residual
         self.default_input_size = (in_channels, 32, 32)
@@ -222,11 +244,19 @@ class CifarResNet(StagedNet):
                 if bottleneck:
                     cls = PreActBottleneck if preact else Bottleneck
                     block = cls(
-                        in_planes, planes, s, residual=residual, shortcut=option, stride_in_1x1=stride_in_1x1
+                        in_planes,
+                        planes,
+                        s,
+                        residual=residual,
+                        shortcut=option,
+                        shortcut_pad=shortcut_pad,
+                        stride_in_1x1=stride_in_1x1,
                     )
                 else:
                     cls = PreActBasicBlock if preact else BasicBlock
-                    block = cls(in_planes, planes, s, residual=residual, shortcut=option)
+                    block = cls(
+                        in_planes, planes, s, residual=residual, shortcut=option, shortcut_pad=shortcut_pad
+                    )
                 blocks.append(block)
                 in_planes = planes * cls.expansion
             self.add_module(f"layer{i}", nn.Sequential(*blocks))
@@ -234,7 +264,7 @@ class CifarResNet(StagedNet):
             self.bn = nn.BatchNorm2d(in_planes)
             self.relu = nn.ReLU()
         self.preact = preact
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.avgpool = nn.AdaptiveAvgPool2d(1) if global_pool == "adaptive" else WindowAvgPool()
         self.fc = nn.Linear(in_planes, num_classes)
         init_weights(self, zero_init_residual=zero_init_residual)
 

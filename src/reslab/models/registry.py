@@ -24,8 +24,15 @@ from typing import Literal
 import torch
 
 from reslab.errors import ConfigError
-from reslab.models.blocks import SHORTCUTS, Norm, Shortcut
-from reslab.models.nets import CifarResNet, ResidualMLP, ResNet, StagedNet, cifar_blocks_per_stage
+from reslab.models.blocks import SHORTCUTS, Norm, Shortcut, ShortcutPad
+from reslab.models.nets import (
+    CifarResNet,
+    GlobalPool,
+    ResidualMLP,
+    ResNet,
+    StagedNet,
+    cifar_blocks_per_stage,
+)
 
 Family = Literal["mlp", "cifar", "cifar_preact", "imagenet"]
 FAMILIES: tuple[str, ...] = ("mlp", "cifar", "cifar_preact", "imagenet")
@@ -181,6 +188,8 @@ def build_model(
     in_features: int | None = None,
     input_shape: Sequence[int] | None = None,
     shortcut: Shortcut | None = None,
+    shortcut_pad: ShortcutPad | None = None,
+    global_pool: GlobalPool | None = None,
     stride_in_1x1: bool | None = None,
     zero_init_residual: bool = False,
     width: int | None = None,
@@ -200,6 +209,10 @@ def build_model(
             (MLP, the product), so a caller that knows its data needs not know the family.
         shortcut: "A" | "B" | "C" (paper section 3.3); default A for CIFAR basic, B otherwise.
             It has no effect on plain twins, which have no shortcut.
+        shortcut_pad, global_pool: CIFAR nets only, no parameters: where option A puts its zero channels
+            ("after", default, or "both") and how the head pools ("adaptive", default, or "window"). Weights
+            of akamaster/pytorch_resnet_cifar10 need "both" and "window" for bit-identical outputs
+            (``reslab.models.weights.inspect_weights(path).model_kwargs`` says which a file needs).
         stride_in_1x1: bottleneck nets only: True is the paper's v1, False (default) torchvision's v1.5.
         zero_init_residual: zero the last layer of each residual branch (ignored for plain twins).
         width, norm: MLPs only: units per dense layer (default 64) and None | "batch".
@@ -210,8 +223,8 @@ def build_model(
         ConfigError: unknown name (with close matches), impossible depth, or an argument that does not apply.
     """
     if unknown:
-        valid = "num_classes, in_channels, in_features, input_shape, shortcut, stride_in_1x1, "
-        valid += "zero_init_residual, width, norm, activation_checkpointing, device"
+        valid = "num_classes, in_channels, in_features, input_shape, shortcut, shortcut_pad, global_pool, "
+        valid += "stride_in_1x1, zero_init_residual, width, norm, activation_checkpointing, device"
         raise ConfigError(
             f"build_model({name!r}): unknown argument(s) {', '.join(sorted(unknown))}; valid: {valid}"
         )
@@ -227,8 +240,11 @@ def build_model(
     shape = tuple(int(s) for s in input_shape) if input_shape is not None else None
     with torch.device(device) if device is not None else contextlib.nullcontext():
         if spec.family == "mlp":
-            if shortcut is not None or stride_in_1x1 is not None:
-                raise ConfigError(f"{name} is an MLP: shortcut and stride_in_1x1 apply only to conv nets")
+            if any(a is not None for a in (shortcut, shortcut_pad, global_pool, stride_in_1x1)):
+                raise ConfigError(
+                    f"{name} is an MLP: shortcut, shortcut_pad, global_pool and stride_in_1x1 "
+                    "apply only to conv nets"
+                )
             return ResidualMLP(
                 spec.depth,
                 spec.width,
@@ -243,6 +259,10 @@ def build_model(
             raise ConfigError(f"{name} is a conv net: in_features, width and norm apply only to MLPs")
         if stride_in_1x1 and not spec.has_bottleneck:
             raise ConfigError(f"{name} has basic blocks: stride_in_1x1 applies only to bottleneck nets")
+        if spec.family == "imagenet" and (shortcut_pad is not None or global_pool is not None):
+            raise ConfigError(
+                f"{name} is an ImageNet net: shortcut_pad and global_pool apply only to CIFAR nets"
+            )
         channels = _conv_channels(name, in_channels, shape)
         common = dict(
             num_classes=classes,
@@ -256,7 +276,15 @@ def build_model(
             block, layers = IMAGENET_LAYERS[spec.depth]
             return ResNet(block, layers, shortcut=spec.shortcut or "B", **common)  # type: ignore[arg-type]
         preact = spec.family == "cifar_preact"
-        return CifarResNet(spec.depth, bottleneck=preact, preact=preact, shortcut=spec.shortcut, **common)  # type: ignore[arg-type]
+        return CifarResNet(
+            spec.depth,
+            bottleneck=preact,
+            preact=preact,
+            shortcut=spec.shortcut,
+            shortcut_pad=shortcut_pad or "after",
+            global_pool=global_pool or "adaptive",
+            **common,  # type: ignore[arg-type]
+        )
 
 
 def cifar_resnet(
