@@ -24,13 +24,13 @@ from reslab.engine.checkpoint import (
     MANIFEST,
     STATE,
     load_checkpoint,
-    load_weights,
     save_checkpoint,
     weights_bytes,
 )
 from reslab.engine.rundir import WEIGHTS
 from reslab.errors import CheckpointError
 from reslab.models import build_model
+from reslab.models.weights import read_state_dict
 
 try:
     from tests.helpers import FUZZ
@@ -155,7 +155,7 @@ def test_fuzz_weights_file(tmp_path: Path, suffix: str, data: st.DataObject) -> 
     path = tmp_path / f"model{suffix}"
     path.write_bytes(data.draw(malformed(valid)))
     try:
-        state = load_weights(path)
+        state, _, _ = read_state_dict(path)
     except CheckpointError as err:
         _check_one_line(err, str(path))
         return

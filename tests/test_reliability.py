@@ -18,10 +18,11 @@ from safetensors.torch import load_file
 
 from reslab.cli import main
 from reslab.engine import load_run, train
-from reslab.engine.checkpoint import list_checkpoints, load_checkpoint, load_weights
+from reslab.engine.checkpoint import list_checkpoints, load_checkpoint
 from reslab.engine.memory import estimate_training_memory, saved_tensor_bytes
 from reslab.errors import CheckpointError, TrainingError
 from reslab.models import build_model
+from reslab.models.weights import read_state_dict
 
 try:
     from tests.helpers import tiny
@@ -73,7 +74,7 @@ def test_weights_file_with_a_pickled_callable_is_refused(tmp_path: Path, suffix:
     evil = tmp_path / f"model{suffix}"
     torch.save({"fc.weight": torch.zeros(2, 2), "extra": _Evil(marker)}, evil)
     with pytest.raises(CheckpointError, match=rf"model\{suffix} .*weights_only"):
-        load_weights(evil)
+        read_state_dict(evil)
     assert not marker.exists()  # refused before anything ran
 
 

@@ -423,7 +423,7 @@ def test_a_real_run_directory_loads(tmp_path: Path) -> None:
         from tests.helpers import tiny
     except ImportError:
         from helpers import tiny  # type: ignore[no-redef]
-    from reslab.train import train
+    from reslab.engine import train
 
     result = train(tiny(tmp_path / "runs", iterations=4, eval_every=4))
     run = Path(result.run_dir)

@@ -12,7 +12,6 @@ inference (evaluate, predict), exporting, distributed / launch / worker (torchru
 
 from __future__ import annotations
 
-from reslab.engine.checkpoint import load_weights
 from reslab.engine.config import RECIPES, TrainConfig
 from reslab.engine.exporting import export_run
 from reslab.engine.inference import EvalReport, Prediction, evaluate, predict
@@ -34,7 +33,6 @@ __all__ = [
     "evaluate",
     "export_run",
     "load_run",
-    "load_weights",
     "predict",
     "read_run_result",
     "resolve_runtime",

@@ -167,20 +167,3 @@ def _parse_pt(data: bytes, path: Path) -> Any:
         raise CheckpointError(
             f"{path} is corrupted or not a plain weights file (weights_only): {first}"
         ) from None
-
-
-def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
-    """A state dict from ``.safetensors``, or from ``.pt``/``.pth`` via ``torch.load(weights_only=True)``."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"weights file {path} does not exist")
-    data = _read_verified(path, None)
-    if path.suffix == ".safetensors":
-        return _parse_safetensors(data, path)
-    obj = _parse_pt(data, path)
-    for key in ("state_dict", "model"):  # common wrappers: {"state_dict": ...}, {"model": ...}
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(f"{path} does not hold a state dict of tensors")
-    return {k.removeprefix("module."): v for k, v in obj.items()}  # DDP / compile prefixes

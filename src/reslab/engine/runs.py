@@ -13,10 +13,11 @@ from typing import Any
 import torch
 
 from reslab.data.loader import Normalization
-from reslab.engine.checkpoint import load_latest_checkpoint, load_weights
+from reslab.engine.checkpoint import load_latest_checkpoint
 from reslab.engine.config import TrainConfig
 from reslab.engine.rundir import CONFIG, WEIGHTS
 from reslab.errors import CheckpointError, ConfigError, ReslabError
+from reslab.models.weights import read_state_dict
 from reslab.settings import read_small_text
 
 
@@ -212,7 +213,7 @@ def load_run(
     state: dict[str, torch.Tensor]
     if weights_path is not None:
         try:
-            state = load_weights(weights_path)
+            state, _, _ = read_state_dict(weights_path)
         except CheckpointError as err:
             if run_dir is None or weights_path != run_dir / WEIGHTS:
                 raise
