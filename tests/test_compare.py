@@ -244,3 +244,52 @@ def test_devices_runs_one_run_per_device_then_reuses(tmp_path: Path) -> None:
     serial = [a for a in argv if a not in ("--devices", "cpu,cpu")]
     assert main(serial) == 0  # the same sweep without --devices: everything is reused
     assert {p: p.stat().st_mtime_ns for p in out.glob("*/summary.json")} == stamps
+
+
+DIVERGE = [
+    "--family", "mlp", "--depths", "1,16", "--dataset", "synthetic:1x12x12", "--iterations", "8",
+    "--batch-size", "64", "--eval-every", "4", "--lr", "3", "--warmup-epochs", "0", "--device", "cpu",
+    "--precision", "fp32", "--num-threads", "1", "--progress", "off",
+]  # fmt: skip
+
+
+def test_a_run_that_diverges_is_a_result_not_a_crash(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # lr 3 on a 16-block residual MLP without normalisation: its activations blow up within a few steps, while
+    # the plain twins (whose signal shrinks) and the 1-block nets train.
+    out = tmp_path / "sweep"
+    assert exit_code(["compare", *DIVERGE, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "diverged at it. 4" in printed and "1 run(s) diverged" in printed
+    runs = {r["model"]: r for r in json.loads((out / "results.json").read_text())["runs"]}
+    assert runs["resmlp16"]["status"] == "diverged" and runs["resmlp16"]["diverged_at"] == 4
+    assert {runs[m]["status"] for m in ("plainmlp1", "resmlp1", "plainmlp16")} == {"trained"}
+    with open(out / "results.csv", newline="") as f:
+        assert {row["model"]: row["status"] for row in csv.DictReader(f)}["resmlp16"] == "diverged"
+    for png in ("curves.png", "error_vs_depth.png"):
+        assert matplotlib.image.imread(out / png).shape[0] > 100
+    assert (out / "resmlp16-s0" / "diverged.json").is_file() and not (
+        out / "resmlp16-s0" / "summary.json"
+    ).exists()
+    # a re-run keeps the diverged run as a result; --retry-diverged trains it again (and it diverges again)
+    seen: list[tuple[str, str]] = []
+    cfg = CompareConfig(
+        family="mlp", depths=(1, 16), dataset="synthetic:1x12x12", iterations=8, batch_size=64,
+        eval_every=4, lr=3.0, warmup_epochs=0.0, device="cpu", precision="fp32", num_threads=1,
+        progress="off", out=str(out),
+    )  # fmt: skip
+    compare(cfg, on_run=lambda r, how: seen.append((r.model, how)))
+    assert dict(seen)["resmlp16"] == "reused" and dict(seen)["plainmlp16"] == "reused"
+    seen.clear()
+    compare(replace(cfg, retry_diverged=True), on_run=lambda r, how: seen.append((r.model, how)))
+    assert dict(seen)["resmlp16"] == "diverged" and dict(seen)["plainmlp1"] == "reused"
+
+
+def test_a_single_train_still_stops_on_nan_with_exit_3(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["train", "--model", "resmlp16", *DIVERGE[4:], "--out", str(tmp_path / "r")]
+    assert exit_code(argv) == 3
+    err = capsys.readouterr().err
+    assert "NaN/inf at iteration 4" in err and "no checkpoint was written yet" in err

@@ -267,10 +267,10 @@ def _draw_curves(ax: Axes, runs: Sequence[Any], color: str, label: str) -> list[
     diverged = any(getattr(r, "status", "trained") == "diverged" for r in runs)
     ax.plot(it_tr, tr, color=color, linestyle="--", linewidth=1.0, alpha=0.9)
     ax.plot(it_te, te, color=color, linewidth=2.2, label=label + (" (diverged)" if diverged else ""))
-    if diverged and it_te:
-        ax.plot(
-            it_te[-1:], te[-1:], marker="x", color=color, markersize=9, markeredgewidth=2, linestyle="none"
-        )
+    if diverged:  # an x on the top edge at the iteration where it stopped
+        at = min(r.diverged_at or 0 for r in runs if getattr(r, "status", "") == "diverged")
+        mark = dict(marker="x", color=color, markersize=9, markeredgewidth=2, linestyle="none", clip_on=False)
+        ax.plot([at], [1.0], transform=ax.get_xaxis_transform(), **mark)
     return [] if diverged else tr[-1:] + te[-1:]
 
 

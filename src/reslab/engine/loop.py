@@ -313,6 +313,8 @@ class _Run:
         bad = self.state.watch.poll()
         if bad is not None:
             raise NonFiniteStep(bad)
+        if not all_finite(self.model.state_dict()):  # e.g. BN running_var gone to inf under a finite loss
+            raise NonFiniteStep(self.it)
         if self.rt.world_size > 1:
             distributed.reduce_interval(self.interval)  # the training figures of the global batches
         train_loss, train_error, images_per_s = self.interval.figures()
@@ -343,7 +345,7 @@ class _Run:
 
     def _checkpoint(self) -> None:
         """Save weights, optimizer, RNG and position; a model with a NaN/inf weight or buffer is not saved."""
-        if not all_finite(self.model.state_dict()):  # e.g. BN running_var gone to inf under a finite loss
+        if not all_finite(self.model.state_dict()):
             raise NonFiniteStep(self.it)
         if not self.rt.is_main:
             return

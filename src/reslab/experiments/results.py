@@ -197,15 +197,20 @@ def verdict(rows: Sequence[Row], *, layers_label: str = "layers") -> str:
     p, r = _row(rows, "plain", deep), _row(rows, "residual", deep)
     trend = " → ".join(_pct(_row(rows, "plain", d)) for d in depths)
     pe, re_ = _effective(p), _effective(r)
-    ratio = f"{pe / re_:.1f}x lower" if re_ > 0 else "residual at zero"
-    deepest = f"at {deep} {layers_label} residual {_pct(r)} vs plain {_pct(p)} ({ratio})"
+    assert p is not None and r is not None
+    if p.failed or r.failed:
+        deepest = f"at {deep} {layers_label} residual {_pct(r)} vs plain {_pct(p)}"
+    else:
+        ratio = f"{pe / re_:.1f}x lower" if re_ > 0 else "residual at zero"
+        deepest = f"at {deep} {layers_label} residual {_pct(r)} vs plain {_pct(p)} ({ratio})"
     n_div = sum(x.diverged for x in rows)
     tail = f" {n_div} run(s) diverged (counted as not trained)." if n_div else ""
     rises = f"plain training error rises with depth ({trend})"
     if c.plain_rises and c.residual_fifth:
         return f"verdict: degradation reproduced: {rises}; {deepest}.{tail}"
     if c.plain_rises:
-        return f"verdict: {rises}, but the residual gain is small: {deepest}.{tail}"
+        but = "the residual net diverged" if r.failed else "the residual gain is small"
+        return f"verdict: {rises}, but {but}: {deepest}.{tail}"
     return (
         f"verdict: no clear degradation at these settings: plain training error {trend} does not rise with "
         f"depth; {deepest}. Try deeper nets or more --epochs.{tail}"
