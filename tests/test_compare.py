@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -293,3 +296,45 @@ def test_a_single_train_still_stops_on_nan_with_exit_3(
     assert exit_code(argv) == 3
     err = capsys.readouterr().err
     assert "NaN/inf at iteration 4" in err and "no checkpoint was written yet" in err
+
+
+def test_runs_of_one_sweep_in_separate_processes_then_gathered(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "shared"
+    assert exit_code(["compare", *FLAGS, "--out", str(out), "--list-runs"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert listed[0].startswith("index") and [line.split()[1] for line in listed[1:]] == list(MODELS)
+    # two "machines" (processes) train runs 0 and 3 of the sweep at the same time, in the shared folder
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "reslab", "compare", *FLAGS, "--out", str(out), "--run-index", str(i)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for i in (0, 3)
+    ]
+    for p in procs:
+        stdout, stderr = p.communicate(timeout=300)
+        assert p.returncode == 0, stderr[-2000:]
+        assert "gathers the sweep" in stdout
+    assert (out / "plain8-s0" / "summary.json").is_file() and (out / "resnet14-s0" / "summary.json").is_file()
+    assert not (out / "results.json").exists()  # a single run writes no tables
+    _, seen = sweep(out)  # the gather: trains what is missing, reuses the rest, draws everything
+    assert dict(seen) == {
+        "plain8": "reused",
+        "resnet8": "trained",
+        "plain14": "trained",
+        "resnet14": "reused",
+    }
+    assert (out / "curves.png").is_file() and len(json.loads((out / "results.json").read_text())["runs"]) == 4
+
+
+def test_a_run_index_outside_the_sweep_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert exit_code(["compare", *FLAGS, "--out", str(tmp_path / "x"), "--run-index", "4"]) == 2
+    assert "outside this sweep's runs 0..3" in capsys.readouterr().err
