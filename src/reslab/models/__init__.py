@@ -16,7 +16,8 @@ from reslab.models.blocks import (
     ResidualDenseBlock,
     make_shortcut,
 )
-from reslab.models.nets import CifarResNet, ResidualMLP, ResNet, StagedNet, init_weights
+from reslab.models.cifar import CifarResNet, WideResNet, widened
+from reslab.models.nets import ResidualMLP, ResNet, StagedNet, init_weights
 from reslab.models.registry import (
     IMAGENET_LAYERS,
     ModelSpec,
@@ -45,6 +46,7 @@ __all__ = [
     "ResidualMLP",
     "StageRow",
     "StagedNet",
+    "WideResNet",
     "build_model",
     "cifar_resnet",
     "count_parameters",
@@ -55,4 +57,5 @@ __all__ = [
     "parameter_count",
     "register_model",
     "summarize",
+    "widened",
 ]

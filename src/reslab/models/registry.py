@@ -2,71 +2,37 @@
 
 Registered names (``list_models()``): the lecture's MLPs ``resmlp4 … resmlp64``, the CIFAR nets of He et al.
 2015 section 4.2 ``resnet20 … resnet1202``, the pre-activation nets of He et al. 2016 ``preact_resnet164``,
-``preact_resnet1001``, the ImageNet nets of Table 1 ``resnet18 … resnet152``, and every one's plain twin
-(``plain20``, ``preact_plain164``, ``plain18``, ``plainmlp4`` …).
+``preact_resnet1001``, the Wide ResNets of Zagoruyko & Komodakis 2016 ``wrn16_4 … wrn28_10`` (WRN-d-k as
+``wrn<d>_<k>``), the ImageNet nets of Table 1 ``resnet18 … resnet152``, and every one's plain twin
+(``plain20``, ``preact_plain164``, ``wrn_plain28_10``, ``plain18``, ``plainmlp4`` …).
 
 Any depth of a family also builds by name pattern, without registering:
 ``resnet<d>``/``plain<d>`` (d = 6n+2, CIFAR; or 18/34/50/101/152, ImageNet);
 ``cifar_resnet<d>``/``cifar_plain<d>`` (CIFAR even where d is an ImageNet depth, e.g. cifar_resnet50);
-``preact_resnet<d>``/``preact_plain<d>`` (d = 9n+2); ``resmlp<d>``/``plainmlp<d>`` (d >= 1 dense blocks).
+``preact_resnet<d>``/``preact_plain<d>`` (d = 9n+2); ``wrn<d>_<k>``/``wrn_plain<d>_<k>`` (d = 6n+4, k > 0,
+e.g. wrn16_0.5); ``resmlp<d>``/``plainmlp<d>`` (d >= 1 dense blocks).
 """
 
 from __future__ import annotations
 
 import contextlib
 import difflib
+import inspect
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from typing import Literal
+from dataclasses import replace
 
 import torch
 
 from reslab.errors import ConfigError
-from reslab.models.blocks import SHORTCUTS, Norm, Shortcut
-from reslab.models.nets import CifarResNet, ResidualMLP, ResNet, StagedNet, cifar_blocks_per_stage
+from reslab.models.blocks import BRANCH_SCALES, BranchScale, Norm, Shortcut
+from reslab.models.cifar import CifarResNet, WideResNet
+from reslab.models.nets import ResidualMLP, ResNet, StagedNet
+from reslab.models.specs import FAMILIES as FAMILIES  # re-exported: `reslab models --family` lists them
+from reslab.models.specs import IMAGENET_LAYERS, Family, ModelSpec, count_parameters_of, validate_spec
 
-Family = Literal["mlp", "cifar", "cifar_preact", "imagenet"]
-FAMILIES: tuple[str, ...] = ("mlp", "cifar", "cifar_preact", "imagenet")
-
-# He et al. 2015, Table 1: block type and blocks per stage of each ImageNet depth.
-IMAGENET_LAYERS: dict[int, tuple[Literal["basic", "bottleneck"], tuple[int, int, int, int]]] = {
-    18: ("basic", (2, 2, 2, 2)),
-    34: ("basic", (3, 4, 6, 3)),
-    50: ("bottleneck", (3, 4, 6, 3)),
-    101: ("bottleneck", (3, 4, 23, 3)),
-    152: ("bottleneck", (3, 8, 36, 3)),
-}
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """One variant of the zoo, as data (register it with :func:`register_model`)."""
-
-    family: Family  # the constructor: ResidualMLP, CifarResNet (basic / preact bottleneck), ResNet
-    depth: int  # weighted layers as the paper counts them; for "mlp", the number of dense blocks
-    residual: bool = True  # False: the plain twin, same layers without the shortcuts
-    shortcut: Shortcut | None = None  # None: the family's default (A for CIFAR basic, B otherwise)
-    stride_in_1x1: bool = False  # bottlenecks only: True = paper v1, False = v1.5 (torchvision)
-    width: int = 64  # "mlp" only: units per dense layer (the lecture's nets are narrow)
-
-    @property
-    def kind(self) -> str:
-        return "residual" if self.residual else "plain"
-
-    @property
-    def default_num_classes(self) -> int:
-        return 1000 if self.family == "imagenet" else 10
-
-    @property
-    def has_bottleneck(self) -> bool:
-        return self.family == "cifar_preact" or (
-            self.family == "imagenet" and IMAGENET_LAYERS.get(self.depth, ("basic",))[0] == "bottleneck"
-        )
-
-
-_MLP, _CIFAR, _PRE, _IN = "mlp", "cifar", "cifar_preact", "imagenet"
+_MLP, _CIFAR, _PRE, _WRN, _IN = "mlp", "cifar", "cifar_preact", "wrn", "imagenet"
 _REGISTRY: dict[str, ModelSpec] = {
     "resmlp4": ModelSpec(_MLP, 4),
     "resmlp8": ModelSpec(_MLP, 8),
@@ -94,6 +60,15 @@ _REGISTRY: dict[str, ModelSpec] = {
     "preact_resnet1001": ModelSpec(_PRE, 1001),
     "preact_plain164": ModelSpec(_PRE, 164, residual=False),
     "preact_plain1001": ModelSpec(_PRE, 1001, residual=False),
+    # Zagoruyko & Komodakis 2016, Tables 1-4: 2.7M, 8.9M, 11.0M, 36.5M parameters
+    "wrn16_4": ModelSpec(_WRN, 16, widen=4),
+    "wrn40_4": ModelSpec(_WRN, 40, widen=4),
+    "wrn16_8": ModelSpec(_WRN, 16, widen=8),
+    "wrn28_10": ModelSpec(_WRN, 28, widen=10),
+    "wrn_plain16_4": ModelSpec(_WRN, 16, residual=False, widen=4),
+    "wrn_plain40_4": ModelSpec(_WRN, 40, residual=False, widen=4),
+    "wrn_plain16_8": ModelSpec(_WRN, 16, residual=False, widen=8),
+    "wrn_plain28_10": ModelSpec(_WRN, 28, residual=False, widen=10),
     "resnet18": ModelSpec(_IN, 18),
     "resnet34": ModelSpec(_IN, 34),
     "resnet50": ModelSpec(_IN, 50),
@@ -111,6 +86,7 @@ _PATTERNS: tuple[tuple[re.Pattern[str], Family | None], ...] = (
     (re.compile(r"cifar_(resnet|plain)(\d+)"), "cifar"),
     (re.compile(r"preact_(resnet|plain)(\d+)"), "cifar_preact"),
     (re.compile(r"(res|plain)mlp(\d+)"), "mlp"),
+    (re.compile(r"wrn(_plain)?(\d+)_(\d+(?:\.\d+)?)"), "wrn"),  # WRN-d-k; group 1 empty = residual
 )
 
 
@@ -128,7 +104,7 @@ def register_model(name: str, spec: ModelSpec, *, overwrite: bool = False) -> No
         raise ConfigError(f"model name {name!r} must be letters, digits, '_', '.' or '-'")
     if name in _REGISTRY and not overwrite:
         raise ConfigError(f"model {name!r} is already registered; pick another name or pass overwrite=True")
-    _validate(spec, name)
+    validate_spec(spec, name)
     _REGISTRY[name] = spec
 
 
@@ -140,37 +116,19 @@ def model_info(name: str) -> ModelSpec:
         m = pattern.fullmatch(name)
         if m is None:
             continue
-        residual = m.group(1) in ("resnet", "res")
         depth = int(m.group(2))
+        if family == "wrn":
+            spec = ModelSpec("wrn", depth, residual=m.group(1) is None, widen=float(m.group(3)))
+            validate_spec(spec, name)
+            return spec
+        residual = m.group(1) in ("resnet", "res")
         fam: Family = family or ("imagenet" if depth in IMAGENET_LAYERS else "cifar")
         spec = ModelSpec(fam, depth, residual=residual)
-        _validate(spec, name)
+        validate_spec(spec, name)
         return spec
     close = difflib.get_close_matches(name, list_models(), n=5, cutoff=0.6)
     hint = f"did you mean {', '.join(close)}?" if close else "run `reslab models` for the list"
     raise ConfigError(f"unknown model {name!r}; {hint}")
-
-
-def _validate(spec: ModelSpec, name: str) -> None:
-    if spec.family not in FAMILIES:
-        raise ConfigError(f"{name}: unknown family {spec.family!r}; use one of {', '.join(FAMILIES)}")
-    if spec.shortcut is not None and spec.shortcut not in SHORTCUTS:
-        raise ConfigError(f"{name}: unknown shortcut {spec.shortcut!r}; use one of A, B, C")
-    if spec.family == "mlp":
-        if spec.depth < 1 or spec.width < 1:
-            raise ConfigError(f"{name}: an MLP needs depth >= 1 dense blocks and width >= 1")
-    elif spec.family == "imagenet":
-        if spec.depth not in IMAGENET_LAYERS:
-            valid = ", ".join(map(str, IMAGENET_LAYERS))
-            raise ConfigError(
-                f"{name}: depth {spec.depth} is not an ImageNet ResNet; valid depths are {valid}"
-            )
-    else:
-        try:
-            cifar_blocks_per_stage(spec.depth, bottleneck=spec.family == "cifar_preact")
-        except ConfigError as err:
-            extra = " (or 18, 34, 50, 101, 152 for ImageNet)" if spec.family == "cifar" else ""
-            raise ConfigError(f"{name}: {err}{extra}") from None
 
 
 def build_model(
@@ -183,8 +141,11 @@ def build_model(
     shortcut: Shortcut | None = None,
     stride_in_1x1: bool | None = None,
     zero_init_residual: bool = False,
+    widen: float | None = None,
+    dropout: float | None = None,
     width: int | None = None,
     norm: Norm = None,
+    branch_scale: BranchScale = None,
     activation_checkpointing: bool = False,
     device: torch.device | str | None = None,
     **unknown: object,
@@ -202,7 +163,15 @@ def build_model(
             It has no effect on plain twins, which have no shortcut.
         stride_in_1x1: bottleneck nets only: True is the paper's v1, False (default) torchvision's v1.5.
         zero_init_residual: zero the last layer of each residual branch (ignored for plain twins).
+        widen: CIFAR families (resnet<d>, plain<d>, preact_*) only: channel multiplier k of Wide ResNets,
+            stages of 16k/32k/64k channels (stem too), rounded half up, e.g. 0.25 -> 4/8/16. A Wide ResNet
+            takes k from its name (wrn28_10).
+        dropout: Wide ResNets only: dropout probability between the two convs of each block (paper: 0.3).
         width, norm: MLPs only: units per dense layer (default 64) and None | "batch".
+        branch_scale: MLPs only, residual blocks only (plain twins ignore it): None (the lecture's
+            equations) | "rezero" (a learnable scalar on each branch, 0 at init) | "sqrt_depth" (each branch
+            times 1/sqrt(L)) | "fixup" (Fixup init: last layer of each branch 0, first scaled by L^-1/2);
+            see ``ResidualDenseBlock``.
         activation_checkpointing: recompute each block in the backward pass to save memory (training only).
         device: build the parameters directly there (``"meta"`` costs no memory or time: counting, summaries).
 
@@ -210,8 +179,7 @@ def build_model(
         ConfigError: unknown name (with close matches), impossible depth, or an argument that does not apply.
     """
     if unknown:
-        valid = "num_classes, in_channels, in_features, input_shape, shortcut, stride_in_1x1, "
-        valid += "zero_init_residual, width, norm, activation_checkpointing, device"
+        valid = ", ".join(list(inspect.signature(build_model).parameters)[1:-1])  # not name, **unknown
         raise ConfigError(
             f"build_model({name!r}): unknown argument(s) {', '.join(sorted(unknown))}; valid: {valid}"
         )
@@ -222,7 +190,17 @@ def build_model(
         spec = replace(spec, stride_in_1x1=stride_in_1x1)
     if width is not None:
         spec = replace(spec, width=width)
-    _validate(spec, name)
+    if widen is not None:
+        if spec.family == "wrn":
+            raise ConfigError(
+                f"{name} takes its width k from its name; build wrn<d>_<k> (e.g. wrn28_4) instead"
+            )
+        spec = replace(spec, widen=widen)
+    if dropout is not None:
+        spec = replace(spec, dropout=dropout)
+    if branch_scale is not None and branch_scale not in BRANCH_SCALES:
+        raise ConfigError(f"unknown branch_scale {branch_scale!r}; use None, {', '.join(BRANCH_SCALES)}")
+    validate_spec(spec, name)
     classes = spec.default_num_classes if num_classes is None else num_classes
     shape = tuple(int(s) for s in input_shape) if input_shape is not None else None
     with torch.device(device) if device is not None else contextlib.nullcontext():
@@ -236,11 +214,14 @@ def build_model(
                 classes,
                 residual=spec.residual,
                 norm=norm,
+                branch_scale=branch_scale,
                 zero_init_residual=zero_init_residual,
                 activation_checkpointing=activation_checkpointing,
             )
-        if in_features is not None or width is not None or norm is not None:
-            raise ConfigError(f"{name} is a conv net: in_features, width and norm apply only to MLPs")
+        if in_features is not None or width is not None or norm is not None or branch_scale is not None:
+            raise ConfigError(
+                f"{name} is a conv net: in_features, width, norm and branch_scale apply only to MLPs"
+            )
         if stride_in_1x1 and not spec.has_bottleneck:
             raise ConfigError(f"{name} has basic blocks: stride_in_1x1 applies only to bottleneck nets")
         channels = _conv_channels(name, in_channels, shape)
@@ -248,15 +229,31 @@ def build_model(
             num_classes=classes,
             in_channels=channels,
             residual=spec.residual,
-            stride_in_1x1=spec.stride_in_1x1,
             zero_init_residual=zero_init_residual,
             activation_checkpointing=activation_checkpointing,
         )
+        if spec.family == "wrn":
+            return WideResNet(
+                spec.depth,
+                spec.widen,
+                shortcut=spec.shortcut or "B",
+                dropout=spec.dropout,
+                **common,  # type: ignore[arg-type]
+            )
         if spec.family == "imagenet":
             block, layers = IMAGENET_LAYERS[spec.depth]
-            return ResNet(block, layers, shortcut=spec.shortcut or "B", **common)  # type: ignore[arg-type]
+            option = spec.shortcut or "B"
+            return ResNet(block, layers, shortcut=option, stride_in_1x1=spec.stride_in_1x1, **common)  # type: ignore[arg-type]
         preact = spec.family == "cifar_preact"
-        return CifarResNet(spec.depth, bottleneck=preact, preact=preact, shortcut=spec.shortcut, **common)  # type: ignore[arg-type]
+        return CifarResNet(
+            spec.depth,
+            bottleneck=preact,
+            preact=preact,
+            shortcut=spec.shortcut,
+            stride_in_1x1=spec.stride_in_1x1,
+            widen=spec.widen,
+            **common,  # type: ignore[arg-type]
+        )
 
 
 def cifar_resnet(
@@ -268,6 +265,7 @@ def cifar_resnet(
     shortcut: Shortcut | None = None,
     bottleneck: bool = False,
     preact: bool = False,
+    widen: float = 1.0,
     zero_init_residual: bool = False,
     activation_checkpointing: bool = False,
 ) -> CifarResNet:
@@ -283,6 +281,7 @@ def cifar_resnet(
         bottleneck=bottleneck,
         preact=preact,
         shortcut=shortcut,
+        widen=widen,
         zero_init_residual=zero_init_residual,
         activation_checkpointing=activation_checkpointing,
     )
@@ -316,45 +315,28 @@ def _conv_channels(name: str, in_channels: int | None, shape: tuple[int, ...] | 
     return channels
 
 
-def parameter_count(name: str, *, num_classes: int | None = None, in_channels: int | None = None) -> int:
+def parameter_count(
+    name: str,
+    *,
+    num_classes: int | None = None,
+    in_channels: int | None = None,
+    widen: float | None = None,
+    norm: Norm = None,
+    branch_scale: BranchScale = None,
+) -> int:
     """Parameters of ``build_model(name, ...)`` from the architecture's formula, without building it.
 
     ``reslab models`` lists the whole zoo this way in milliseconds; the tests check it against the built
-    models. Conv: cin*cout*k*k (no bias); BN: 2*C; Linear: in*out + out.
+    models (see :func:`reslab.models.specs.count_parameters_of`).
     """
     spec = model_info(name)
-    k = spec.default_num_classes if num_classes is None else num_classes
-    c = 3 if in_channels is None else in_channels
-    if spec.family == "mlp":
-        if in_channels is not None:
-            raise ConfigError(
-                f"{name} flattens its input (784 features by default): in_channels does not apply"
-            )
-        w = spec.width
-        return 784 * w + w + spec.depth * 2 * (w * w + w) + w * k + k
-    if spec.family == "imagenet":
-        kind, layers = IMAGENET_LAYERS[spec.depth]
-        total, cin = c * 64 * 49 + 2 * 64, 64  # 7x7 stem conv + BN
-        plan = [(p, n, 1 if i == 0 else 2) for i, (p, n) in enumerate(zip((64, 128, 256, 512), layers))]
-        bottleneck, preact, option = kind == "bottleneck", False, spec.shortcut or "B"
-    else:
-        preact = bottleneck = spec.family == "cifar_preact"
-        n = cifar_blocks_per_stage(spec.depth, bottleneck=bottleneck)
-        total, cin = c * 16 * 9 + (0 if preact else 2 * 16), 16  # 3x3 stem conv (+ BN if post-activation)
-        plan = [(16, n, 1), (32, n, 2), (64, n, 2)]
-        option = spec.shortcut or ("B" if bottleneck else "A")
-    for planes, n, stride in plan:
-        for j in range(n):
-            cout = planes * (4 if bottleneck else 1)
-            if bottleneck:  # 1x1, 3x3, 1x1 and their BNs (pre-activation: BN on the block input instead)
-                total += cin * planes + 9 * planes * planes + planes * cout + 2 * (2 * planes)
-                total += 2 * cin if preact else 2 * cout
-            else:
-                total += (
-                    9 * cin * planes + 9 * planes * planes + 2 * planes + (2 * cin if preact else 2 * planes)
-                )
-            changes = (stride if j == 0 else 1) != 1 or cin != cout
-            if spec.residual and (option == "C" or (option == "B" and changes)):
-                total += cin * cout + (0 if preact else 2 * cout)  # projection (+ BN if post-activation)
-            cin = cout
-    return total + (2 * cin if preact else 0) + cin * k + k  # final BN of pre-activation nets, then fc
+    if widen is not None:
+        spec = replace(spec, widen=widen)
+        validate_spec(spec, name)
+    if spec.family == "mlp" and in_channels is not None:
+        raise ConfigError(f"{name} flattens its input (784 features by default): in_channels does not apply")
+    if spec.family != "mlp" and (norm is not None or branch_scale is not None):
+        raise ConfigError(f"{name} is a conv net: norm and branch_scale apply only to MLPs")
+    return count_parameters_of(
+        spec, num_classes=num_classes, in_channels=in_channels, norm=norm, branch_scale=branch_scale
+    )
