@@ -298,8 +298,10 @@ def test_impossible_depth_says_valid_depths(name: str, needle: str) -> None:
 
 
 def test_build_model_argument_errors() -> None:
-    with pytest.raises(ConfigError, match="unknown argument"):
-        build_model("resnet20", dropout=0.5)
+    with pytest.raises(ConfigError, match="unknown option 'drop_path'; did you mean 'dropout'"):
+        build_model("resnet20", drop_path=0.5)
+    with pytest.raises(ConfigError, match="widen must be a number"):
+        build_model("resnet20", widen="wide")
     with pytest.raises(ConfigError, match="MLP"):
         build_model("resnet20", norm="batch")
     with pytest.raises(ConfigError, match="shortcut"):
@@ -334,6 +336,8 @@ def _small_input(name: str) -> torch.Tensor:
         return torch.randn(2, 1, 28, 28)
     if spec.family == "imagenet":
         return torch.randn(2, 3, 32, 32)  # (2, 512|2048, 1, 1) after layer4: BN in train mode needs 2 samples
+    if spec.family == "wrn":
+        return torch.randn(2, 3, 16, 16)  # WRN-28-10 has 36.5M parameters: keep the forward small
     return torch.randn(1, 3, 16, 16) if spec.depth >= 1000 else torch.randn(2, 3, 32, 32)
 
 
@@ -355,10 +359,15 @@ def test_every_registered_model_forward(name: str) -> None:
         out = model.fc(feats)  # (B, K)
     assert feats.shape == (x.shape[0], model.fc.in_features)
     assert out.shape == (x.shape[0], spec.default_num_classes) and torch.isfinite(out).all()
-    per_block = {"mlp": 1, "cifar": 2, "cifar_preact": 3}.get(spec.family)
     n_blocks = len(list(model.blocks()))
-    if per_block is not None:
-        assert n_blocks == (spec.depth if spec.family == "mlp" else (spec.depth - 2) // per_block)
+    expected_blocks = {
+        "mlp": spec.depth,
+        "cifar": (spec.depth - 2) // 2,
+        "cifar_preact": (spec.depth - 2) // 3,
+        "wrn": (spec.depth - 4) // 2,
+    }
+    if spec.family in expected_blocks:
+        assert n_blocks == expected_blocks[spec.family]
     assert sum(len(s) for s in model.stages) == n_blocks
     assert all(hasattr(b, "branch_out") and b.residual == spec.residual for b in model.blocks())
 

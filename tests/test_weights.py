@@ -457,7 +457,7 @@ def test_build_model_conventions() -> None:
     assert list(m.state_dict()) == list(build_model("resnet20", device="meta").state_dict())
     pre = build_model("preact_resnet164", shortcut="A", shortcut_pad="both", device="meta")
     assert {b.downsample.pad for b in pre.blocks() if isinstance(b.downsample, PadShortcut)} == {"both"}
-    with pytest.raises(ConfigError, match="apply only to CIFAR nets"):
+    with pytest.raises(ConfigError, match="apply only to the CIFAR nets"):
         build_model("resnet18", shortcut_pad="both")
     with pytest.raises(ConfigError, match="global_pool"):
         build_model("resnet20", global_pool="max")  # type: ignore[arg-type]

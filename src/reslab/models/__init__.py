@@ -15,7 +15,8 @@ from reslab.models.blocks import (
     ResidualDenseBlock,
     make_shortcut,
 )
-from reslab.models.nets import CifarResNet, ResidualMLP, ResNet, StagedNet, init_weights
+from reslab.models.cifar import CifarResNet, WideResNet, widened
+from reslab.models.nets import ResidualMLP, ResNet, StagedNet, init_weights
 from reslab.models.registry import (
     IMAGENET_LAYERS,
     ModelSpec,
@@ -46,6 +47,7 @@ __all__ = [
     "StageRow",
     "StagedNet",
     "WeightsInfo",
+    "WideResNet",
     "build_model",
     "cifar_resnet",
     "count_parameters",
@@ -58,4 +60,5 @@ __all__ = [
     "parameter_count",
     "register_model",
     "summarize",
+    "widened",
 ]

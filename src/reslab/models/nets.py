@@ -1,4 +1,6 @@
-"""Whole networks: the lecture's ResidualMLP, the CIFAR family (6n+2, 9n+2) and the ImageNet ResNet.
+"""Whole networks: the shared surface (``StagedNet``), ``init_weights``, the lecture's MLP, ImageNet ResNets.
+
+The CIFAR-style nets (6n+2, 9n+2, Wide ResNets) are in :mod:`reslab.models.cifar`.
 
 Every net exposes the same surface, for feature extraction and for the diagnostics:
 
@@ -29,12 +31,10 @@ from reslab.errors import ConfigError
 from reslab.models.blocks import (
     BasicBlock,
     Bottleneck,
+    BranchScale,
     Norm,
-    PreActBasicBlock,
-    PreActBottleneck,
     ResidualDenseBlock,
     Shortcut,
-    ShortcutPad,
 )
 
 BlockKind = Literal["basic", "bottleneck"]
@@ -56,6 +56,12 @@ def init_weights(model: nn.Module, *, zero_init_residual: bool = False) -> None:
     4. ``zero_init_residual``: zero the last layer of each residual branch (last BN gamma, or last conv for
        pre-activation blocks) so every residual block starts as the identity (Goyal et al. 2017). It is
        skipped for plain blocks, where it would cut the only path through the net.
+    5. Fixup (Zhang, Dauphin & Ma 2019, rules 1-2, m = 2 layers per branch), for dense blocks built with
+       ``branch_scale="fixup"``: the branch's last Linear (weight and bias) starts at 0 and its first one is
+       rescaled by L^(-1/(2m-2)) = L^(-1/2), L the number of such blocks. The net starts as the identity
+       stack, and after the first updates the L branches add O(1) to the stream's variance in total instead
+       of a factor per block. Fixup's zero classifier, scalar biases and multipliers are left out: every
+       Linear keeps its own bias, and the plain twin keeps the same classifier.
     """
     if any(p.is_meta for p in model.parameters()):
         return  # shapes only (counting, summaries): there are no values to initialise
@@ -69,6 +75,12 @@ def init_weights(model: nn.Module, *, zero_init_residual: bool = False) -> None:
         for m in model.modules():
             if getattr(m, "residual", False) and hasattr(m, "zero_init_last"):
                 m.zero_init_last()
+    fixup = [m for m in model.modules() if getattr(m, "branch_scale", None) == "fixup"]
+    with torch.no_grad():
+        for m in fixup:
+            m.fc1.weight.mul_(len(fixup) ** -0.5)  # L^(-1/(2m-2)) with m = 2
+            nn.init.zeros_(m.fc2.weight)
+            nn.init.zeros_(m.fc2.bias)
 
 
 @contextlib.contextmanager
@@ -168,6 +180,7 @@ class ResidualMLP(StagedNet):
         *,
         residual: bool = True,
         norm: Norm = None,
+        branch_scale: BranchScale = None,
         zero_init_residual: bool = False,
         activation_checkpointing: bool = False,
     ) -> None:
@@ -175,7 +188,7 @@ class ResidualMLP(StagedNet):
         for what, value in (("depth", depth), ("width", width), ("in_features", in_features)):
             if value < 1:
                 raise ConfigError(f"ResidualMLP {what} must be >= 1, got {value}")
-        _check_classes(num_classes)
+        check_classes(num_classes)
         self.depth, self.width, self.residual = depth, width, residual
         self.default_input_size = (in_features,)
         self.activation_checkpointing = activation_checkpointing
@@ -183,7 +196,12 @@ class ResidualMLP(StagedNet):
         self.fc_in = nn.Linear(in_features, width)  # a[0]: from the input to the block width
         self.relu = nn.ReLU()
         self.layer1 = nn.Sequential(
-            *[ResidualDenseBlock(width, residual=residual, norm=norm) for _ in range(depth)]
+            *[
+                ResidualDenseBlock(
+                    width, residual=residual, norm=norm, branch_scale=branch_scale, num_blocks=depth
+                )
+                for _ in range(depth)
+            ]
         )
         self.fc = nn.Linear(width, num_classes)
         init_weights(self, zero_init_residual=zero_init_residual)
@@ -191,91 +209,6 @@ class ResidualMLP(StagedNet):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:  # (B, ...) -> (B, width)
         x = self.relu(self.fc_in(self.flatten(x)))
         return self._run_stages(x)
-
-
-class CifarResNet(StagedNet):
-    """The CIFAR-10 nets of He et al. 2015, section 4.2, and the pre-activation nets of He et al. 2016.
-
-    Basic blocks: depth = 6n+2 (3x3 stem with 16 channels, 3 stages of n blocks with 16/32/64 channels, global
-    average pool, fc). Bottleneck blocks: depth = 9n+2, bottleneck widths 16/32/64 -> 64/128/256 channels
-    (ResNet-164 and ResNet-1001). ``preact=True`` uses pre-activation blocks and a final BN-ReLU before
-    pooling.
-    Shortcut default: A for basic blocks (paper, CIFAR), B for bottlenecks (the 2016 paper's code).
-    ``shortcut_pad`` (where option A puts its zero channels) and ``global_pool`` change no parameter; "both"
-    and "window" reproduce the akamaster/pytorch_resnet_cifar10 nets bit for bit.
-    """
-
-    stage_names = ("layer1", "layer2", "layer3")
-
-    def __init__(
-        self,
-        depth: int,
-        *,
-        num_classes: int = 10,
-        in_channels: int = 3,
-        residual: bool = True,
-        bottleneck: bool = False,
-        preact: bool = False,
-        shortcut: Shortcut | None = None,
-        shortcut_pad: ShortcutPad = "after",
-        global_pool: GlobalPool = "adaptive",
-        stride_in_1x1: bool = False,
-        zero_init_residual: bool = False,
-        activation_checkpointing: bool = False,
-    ) -> None:
-        super().__init__()
-        n = cifar_blocks_per_stage(depth, bottleneck=bottleneck)
-        if global_pool not in GLOBAL_POOLS:
-            raise ConfigError(f"unknown global_pool {global_pool!r}; use 'adaptive' or 'window'")
-        _check_classes(num_classes)
-        self.depth, self.residual = depth, residual
-        self.default_input_size = (in_channels, 32, 32)
-        self.activation_checkpointing = activation_checkpointing
-        option: Shortcut = shortcut or ("B" if bottleneck else "A")
-        self.conv1 = nn.Conv2d(in_channels, 16, kernel_size=3, padding=1, bias=False)  # (B, 16, 32, 32)
-        if not preact:  # a pre-activation net's first block starts with its own BN-ReLU
-            self.bn1 = nn.BatchNorm2d(16)
-            self.relu = nn.ReLU()
-        in_planes = 16
-        for i, (planes, stride) in enumerate(zip((16, 32, 64), (1, 2, 2)), start=1):
-            blocks: list[nn.Module] = []
-            for j in range(n):
-                s = stride if j == 0 else 1
-                if bottleneck:
-                    cls = PreActBottleneck if preact else Bottleneck
-                    block = cls(
-                        in_planes,
-                        planes,
-                        s,
-                        residual=residual,
-                        shortcut=option,
-                        shortcut_pad=shortcut_pad,
-                        stride_in_1x1=stride_in_1x1,
-                    )
-                else:
-                    cls = PreActBasicBlock if preact else BasicBlock
-                    block = cls(
-                        in_planes, planes, s, residual=residual, shortcut=option, shortcut_pad=shortcut_pad
-                    )
-                blocks.append(block)
-                in_planes = planes * cls.expansion
-            self.add_module(f"layer{i}", nn.Sequential(*blocks))
-        if preact:  # He et al. 2016: the last unit's output still needs BN-ReLU before pooling
-            self.bn = nn.BatchNorm2d(in_planes)
-            self.relu = nn.ReLU()
-        self.preact = preact
-        self.avgpool = nn.AdaptiveAvgPool2d(1) if global_pool == "adaptive" else WindowAvgPool()
-        self.fc = nn.Linear(in_planes, num_classes)
-        init_weights(self, zero_init_residual=zero_init_residual)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, 64 or 256)
-        x = self.conv1(x)
-        if not self.preact:
-            x = self.relu(self.bn1(x))
-        x = self._run_stages(x)  # (B, 64|256, H/4, W/4)
-        if self.preact:
-            x = self.relu(self.bn(x))
-        return torch.flatten(self.avgpool(x), 1)
 
 
 class ResNet(StagedNet):
@@ -306,7 +239,7 @@ class ResNet(StagedNet):
             raise ConfigError(
                 f"ResNet needs block 'basic'|'bottleneck' and 4 positive stage sizes, got {layers}"
             )
-        _check_classes(num_classes)
+        check_classes(num_classes)
         cls = BasicBlock if block == "basic" else Bottleneck
         self.depth = 2 + sum(layers) * (2 if block == "basic" else 3)
         self.residual = residual
@@ -345,21 +278,6 @@ class ResNet(StagedNet):
         return torch.flatten(self.avgpool(x), 1)
 
 
-def cifar_blocks_per_stage(depth: int, *, bottleneck: bool = False) -> int:
-    """n for a CIFAR net of ``depth`` layers: depth = 6n+2 (basic) or 9n+2 (bottleneck), n >= 1."""
-    per_stage = 9 if bottleneck else 6
-    if depth < per_stage + 2 or (depth - 2) % per_stage:
-        paper = "164, 1001" if bottleneck else "20, 32, 44, 56, 110, 1202"
-        below = max(per_stage + 2, depth - (depth - 2) % per_stage)
-        nearest = ", ".join(str(d) for d in sorted({below, below + per_stage if below < depth else below}))
-        kind = "bottleneck" if bottleneck else "basic-block"
-        raise ConfigError(
-            f"depth {depth} is impossible for the CIFAR {kind} family: "
-            f"valid depths are {per_stage}n+2 with n >= 1 (the papers' {paper}); nearest: {nearest}"
-        )
-    return (depth - 2) // per_stage
-
-
-def _check_classes(num_classes: int) -> None:
+def check_classes(num_classes: int) -> None:
     if num_classes < 1:
         raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
