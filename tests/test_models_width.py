@@ -137,7 +137,7 @@ def test_bad_widen_is_one_line(bad: object) -> None:
         with pytest.raises(ConfigError, match="widen must be a positive number"):
             register_model("resnet20_none", ModelSpec("cifar", 20, widen=bad))  # type: ignore[arg-type]
         return
-    with pytest.raises(ConfigError, match="widen must be a (positive )?number") as err:
+    with pytest.raises(ConfigError, match=r"widen must be a (positive )?number") as err:
         build_model("resnet20", widen=bad, device="meta")  # type: ignore[arg-type]
     assert "\n" not in str(err.value)
 
