@@ -122,7 +122,8 @@ _SAFETY_STOP = 64 << 20  # the "endless" mirror gives up here, so that a broken 
 
 class _Mirror:
     """A local HTTP mirror: ``/zeros`` streams zeros without a length, ``/liar`` announces a terabyte,
-    ``/ok`` serves ``body``. While streaming it records the largest ``.part`` size it sees on disk."""
+    ``/ok`` serves ``body``, ``/half`` sends half of it (no length) unless asked for a range. While
+    streaming zeros it records the largest ``.part`` size it sees on disk."""
 
     def __init__(self, body: bytes, part: Path) -> None:
         self.body, self.part, self.largest_part, self.requests = body, part, 0, 0
@@ -131,6 +132,13 @@ class _Mirror:
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 outer.requests += 1
+                if self.path == "/half":  # no length; half the file, then the next request resumes
+                    rng = self.headers.get("Range")
+                    start = int(rng.removeprefix("bytes=").split("-")[0]) if rng else 0
+                    self.send_response(206 if rng else 200)
+                    self.end_headers()
+                    self.wfile.write(outer.body[start:] if rng else outer.body[: len(outer.body) // 2])
+                    return
                 if self.path == "/ok":
                     self.send_response(200)
                     self.send_header("Content-Length", str(len(outer.body)))
@@ -211,6 +219,15 @@ def test_over_long_part_is_discarded_and_the_file_fetched(tmp_path: Path, mirror
         [mirror.url + "/ok"], tmp_path / "f.bin", md5=_md5(mirror.body), size=len(mirror.body)
     )
     assert out.read_bytes() == mirror.body and not (tmp_path / "f.bin.part").exists()
+
+
+def test_connection_cut_without_a_length_is_resumed_not_deleted(tmp_path: Path, mirror: _Mirror) -> None:
+    from reslab.data.download import download_file
+
+    out = download_file(
+        [mirror.url + "/half"], tmp_path / "f.bin", md5=_md5(mirror.body), size=len(mirror.body)
+    )
+    assert out.read_bytes() == mirror.body and mirror.requests == 2
 
 
 def test_full_disk_is_reported_as_such_and_not_retried(

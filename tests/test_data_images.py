@@ -16,7 +16,6 @@ import pytest
 import torch
 
 from reslab.data import load_dataset
-from reslab.data.images import MAX_PIXELS, read_image, read_image_chw
 from reslab.errors import DataError
 
 try:
@@ -38,6 +37,8 @@ def bomb_png(width: int, height: int) -> bytes:
 
 @pytest.mark.parametrize("side", [100_000, 9_000])  # past PIL's own bomb error; past our 64 Mpixel cap only
 def test_decompression_bomb_is_one_line_before_decoding(tmp_path: Path, side: int) -> None:
+    from reslab.data.images import MAX_PIXELS, read_image_chw
+
     p = tmp_path / "bomb.png"
     p.write_bytes(bomb_png(side, side))
     assert side * side > MAX_PIXELS
@@ -49,6 +50,8 @@ def test_decompression_bomb_is_one_line_before_decoding(tmp_path: Path, side: in
 
 def test_pil_bomb_guard_becomes_the_same_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from PIL import Image
+
+    from reslab.data.images import read_image
 
     p = tmp_path / "x.png"
     p.write_bytes(image_bytes("PNG", (12, 10)))
@@ -74,6 +77,8 @@ def test_bomb_in_a_folder_dataset_is_the_same_error(tmp_path: Path) -> None:
 )
 def test_non_images_are_one_line(tmp_path: Path, content: bytes | str, said: str) -> None:
     from PIL import Image
+
+    from reslab.data.images import read_image_chw
 
     p = tmp_path / "x.png"
     if content == "gif":
@@ -104,13 +109,18 @@ def test_transparent_image_gives_training_and_prediction_the_same_pixels(tmp_pat
             Image.fromarray(rgba, "RGBA").save(tmp_path / split / cls / "0.png")
     ds = load_dataset(f"folder:{tmp_path}")
     seen_in_training = ds.test_x[0]  # (3, 10, 12)
+    assert seen_in_training[:, 0, 0].tolist() == [255, 255, 255]  # transparent -> white, as a viewer shows it
+    assert seen_in_training[:, 9, 0].tolist() == [200, 0, 0]
+
+    from reslab.data.images import read_image_chw
+
     seen_by_predict = torch.from_numpy(read_image_chw(tmp_path / "test" / "a" / "0.png", (3, 10, 12)))
     assert torch.equal(seen_in_training, seen_by_predict)
-    assert seen_by_predict[:, 0, 0].tolist() == [255, 255, 255]  # transparent -> white
-    assert seen_by_predict[:, 9, 0].tolist() == [200, 0, 0]
 
 
 def test_reader_converts_and_resizes(tmp_path: Path) -> None:
+    from reslab.data.images import read_image, read_image_chw
+
     p = tmp_path / "x.jpg"
     p.write_bytes(image_bytes("JPEG", (20, 16)))
     assert read_image_chw(p, (1, 8, 10)).shape == (1, 8, 10)

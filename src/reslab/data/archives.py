@@ -26,7 +26,6 @@ from __future__ import annotations
 import bz2
 import contextlib
 import errno
-import filecmp
 import gzip
 import io
 import os
@@ -118,10 +117,12 @@ def _refuse(archive: Path, why: str) -> DataError:
 def _normalised(member: tarfile.TarInfo, archive: Path) -> str:
     """The member's path relative to the archive root (``a/./b/`` -> ``a/b``), or a refusal if unsafe."""
     name = member.name
-    posix = PurePosixPath(name.replace("\\", "/"))
+    posix = PurePosixPath(name)
     what = None
-    if not name or name.startswith(("/", "\\")) or posix.is_absolute() or (len(name) > 1 and name[1] == ":"):
+    if not name or name.startswith("/") or posix.is_absolute():
         what = "has an absolute path" if name else "has an empty name"
+    elif "\\" in name or (len(name) > 1 and name[1] == ":"):  # a Windows path: C:\..., dir\file
+        what = "has a Windows path"
     elif ".." in posix.parts:
         what = "points outside the archive (..)"
     elif member.issym() or member.islnk():
@@ -132,8 +133,8 @@ def _normalised(member: tarfile.TarInfo, archive: Path) -> str:
         what = "is a sparse file"
     elif not (member.isfile() or member.isdir()):
         what = "is not a regular file or directory"
-    elif member.isfile() and str(posix) == ".":
-        what = "is a file without a name"
+    elif member.isfile() and (str(posix) == "." or name.endswith("/")):
+        what = "is a file named like a folder"
     if what is not None:
         raise _refuse(archive, f"member {name!r} {what}")
     return str(posix)
@@ -191,6 +192,20 @@ def _conflict(archive: Path, target: Path, what: str) -> DataError:
     )
 
 
+def _same_bytes(existing: Path, extracted: Path, size: int) -> bool:
+    # the existing file is the user's: opened without following links and never blocking on a FIFO
+    with (
+        open_regular(existing, "existing file", max_bytes=size, follow_symlinks=False) as fa,
+        open(extracted, "rb") as fb,
+    ):
+        while True:
+            ca, cb = fa.read(MiB), fb.read(MiB)
+            if ca != cb:
+                return False
+            if not ca:
+                return True
+
+
 def _check_target(archive: Path, dest: Path, rel: str, extracted: Path) -> bool:
     """True if ``dest/rel`` must be placed, False if it already holds the same bytes; else refuse."""
     target = dest / rel
@@ -213,7 +228,7 @@ def _check_target(archive: Path, dest: Path, rel: str, extracted: Path) -> bool:
     if not stat.S_ISREG(st.st_mode):
         kind = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a regular file"
         raise _conflict(archive, target, f"already exists and is {kind}")
-    if st.st_size == extracted.stat().st_size and filecmp.cmp(target, extracted, shallow=False):
+    if st.st_size == extracted.stat().st_size and _same_bytes(target, extracted, st.st_size):
         return False
     raise _conflict(archive, target, "already exists and differs from the archive's copy")
 

@@ -148,7 +148,10 @@ def _default_classes(num_classes: int) -> list[str]:
 
 def _check_memory(name: str, d: Path, files: tuple[str, ...]) -> None:
     """Refuse before reading batches that will not fit: each is read whole, decoded, then all are joined."""
-    sizes = [(d / f).stat().st_size for f in files]
+    try:
+        sizes = [(d / f).stat().st_size for f in files]
+    except OSError:  # reading them will say what is wrong, in one line
+        return
     check_host_memory(
         2 * sum(sizes) + max(sizes),
         what=f"loading {name} from {d}",
