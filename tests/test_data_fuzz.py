@@ -10,7 +10,7 @@ from __future__ import annotations
 import gzip
 import io
 import pickle
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pytest
@@ -228,3 +228,137 @@ def test_fuzz_image_folder(image_tree: Path, raw: bytes, ext: str) -> None:
         assert ds.train_x.shape[1:] == (3, 7, 9) and len(ds.train_x) + len(ds.test_x) == 3
 
     expect_data_error_or_valid(lambda: load_folder(image_tree), check)
+
+
+# ---------------------------------------------------------------------------------------------- archives
+# Tar archives built from members that collide with the user's files, escape, link, repeat, nest a file
+# under a file, or exceed the caps; compressed four ways, sometimes truncated. Whatever happens, the user's
+# files are exactly as they were, nothing appears outside the data folder, the only new paths are the wanted
+# files (and their folders), and no temporary folder is left.
+
+_WANTED = ["cifar-10-batches-py/data_batch_1", "cifar-10-batches-py/test_batch"]
+_NAMES = [
+    *_WANTED,
+    "cifar-10-batches-py",
+    "cifar-10-batches-py/",
+    "./cifar-10-batches-py/test_batch",
+    "cifar-10-batches-py//data_batch_1",
+    "cifar-10-batches-py/test_batch/inner",
+    "cifar-10-batches-py/test_batch/",
+    "cifar-10-batches-py\\test_batch",
+    "C:cifar-10-batches-py/test_batch",
+    "notes.txt",
+    "mydata",
+    "mydata/thesis.tex",
+    "../outside.txt",
+    "cifar-10-batches-py/../../outside.txt",
+    "/tmp/absolute.txt",
+    ".",
+    "",
+]
+_SAFE_NAMES = [*_WANTED, "cifar-10-batches-py", "./cifar-10-batches-py/test_batch", "notes.txt", "mydata/a"]
+_USER_FILES = {"notes.txt": b"my notes", "mydata/thesis.tex": b"years of work"}
+_KINDS = ["file", "dir", "symlink", "hardlink", "fifo", "chardev"]
+_pad = st.one_of(st.just(0), st.integers(0, 3000))
+# three in four members are plain files or folders with ordinary names, so that many archives get as far as
+# placing files; the rest are anything at all
+_member = st.one_of(
+    st.tuples(st.sampled_from(_SAFE_NAMES), st.just("file"), st.binary(max_size=64), _pad),
+    st.tuples(st.sampled_from(_SAFE_NAMES), st.just("file"), st.binary(max_size=64), _pad),
+    st.tuples(st.sampled_from(_SAFE_NAMES), st.sampled_from(["file", "dir"]), st.binary(max_size=64), _pad),
+    st.tuples(st.sampled_from(_NAMES), st.sampled_from(_KINDS), st.binary(max_size=64), _pad),
+)
+
+
+def _tar_bytes(members: list[tuple[str, str, bytes, int]], compression: str) -> bytes:
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for name, kind, payload, pad in members:
+            info = tarfile.TarInfo(name)
+            data = payload + bytes(pad)  # zeros: a size bomb in miniature when pad is large
+            if kind == "file":
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+                continue
+            info.type = {
+                "dir": tarfile.DIRTYPE,
+                "symlink": tarfile.SYMTYPE,
+                "hardlink": tarfile.LNKTYPE,
+                "fifo": tarfile.FIFOTYPE,
+                "chardev": tarfile.CHRTYPE,
+            }[kind]
+            info.linkname = "../../outside.txt" if kind == "symlink" else "notes.txt"
+            tar.addfile(info)
+    raw = buf.getvalue()
+    if compression == "gz":
+        return gzip.compress(raw, mtime=0)
+    if compression == "bz2":
+        import bz2
+
+        return bz2.compress(raw)
+    if compression == "xz":
+        import lzma
+
+        return lzma.compress(raw)
+    return raw
+
+
+def _tree(root: Path) -> dict[str, bytes | str]:
+    import os
+
+    out: dict[str, bytes | str] = {}
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            rel = str(p.relative_to(root))
+            out[rel] = "link:" + os.readlink(p) if p.is_symlink() else "dir" if p.is_dir() else p.read_bytes()
+    return out
+
+
+@FUZZ
+@given(
+    members=st.one_of(  # names mostly distinct (so that many get as far as placing), or repeated
+        st.lists(_member, max_size=6, unique_by=lambda m: str(PurePosixPath(m[0]))),
+        st.lists(_member, max_size=6),
+    ),
+    compression=st.sampled_from(["", "gz", "bz2", "xz"]),
+    cut=st.sampled_from([None, None, None, 0.5, 0.9]),
+    preexisting=st.sampled_from(["none", "same", "different"]),
+)
+def test_fuzz_archive_extraction_keeps_user_files(
+    tmp_path_factory: pytest.TempPathFactory,
+    members: list[tuple[str, str, bytes, int]],
+    compression: str,
+    cut: float | None,
+    preexisting: str,
+) -> None:
+    from reslab.data.archives import safe_extract
+
+    sandbox = tmp_path_factory.mktemp("archive")
+    data = sandbox / "data"
+    (data / "mydata").mkdir(parents=True)
+    for rel, content in _USER_FILES.items():
+        (data / rel).write_bytes(content)
+    raw = _tar_bytes(members, compression)
+    if cut is not None:
+        raw = raw[: int(len(raw) * cut)]
+    archive = data / "cifar-10-python.tar.gz"
+    archive.write_bytes(raw)
+    if preexisting != "none":  # the user already has one of the wanted files, equal to the archive's or not
+        (data / "cifar-10-batches-py").mkdir()
+        first = next((p + bytes(n) for name, k, p, n in members if name == _WANTED[1] and k == "file"), b"")
+        (data / _WANTED[1]).write_bytes(first if preexisting == "same" else first + b"user")
+    before = _tree(sandbox)
+    try:
+        placed = safe_extract(archive, data, files=_WANTED, max_bytes=4096, max_members=8)
+    except DataError as e:
+        assert str(e) and "\n" not in str(e)
+        assert _tree(sandbox) == before  # a refusal leaves everything exactly as it was
+        return
+    after = _tree(sandbox)
+    assert set(placed) <= set(_WANTED)
+    assert {k: v for k, v in after.items() if k in before} == before  # nothing of the user's changed
+    new = set(after) - set(before)
+    assert new <= {"data/cifar-10-batches-py", *(f"data/{w}" for w in _WANTED)}

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from reslab.data import load_dataset
-from reslab.data.safety import safe_extract, safe_unpickle
+from reslab.data.archives import safe_extract
+from reslab.data.safety import safe_unpickle
 from reslab.errors import DataError
 
 try:
@@ -139,7 +140,7 @@ def test_unsafe_tar_members_refused_and_nothing_written(tmp_path: Path, kind: st
             _add(tar, info, b"owned")
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
     with pytest.raises(DataError, match=r"refusing to extract .*cifar-10-python\.tar\.gz"):
-        safe_extract(archive, data)
+        safe_extract(archive, data, files=["cifar-10-batches-py/readme.txt"])
     with pytest.raises(DataError, match="refusing to extract"):
         load_dataset("cifar10", data, download=False)
     after = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
@@ -151,9 +152,11 @@ def test_safe_extract_writes_regular_files(tmp_path: Path) -> None:
     src = make_cifar_py(tmp_path / "build", "cifar10", n=2)
     archive = tar_dir(tmp_path / "a.tar.gz", src)
     dest = tmp_path / "dest"
-    assert safe_extract(archive, dest) == ["cifar-10-batches-py"]
+    wanted = ["cifar-10-batches-py/test_batch", "cifar-10-batches-py/batches.meta"]
+    assert safe_extract(archive, dest, files=wanted) == sorted(wanted)
     assert (dest / "cifar-10-batches-py" / "test_batch").read_bytes() == (src / "test_batch").read_bytes()
-    assert [p.name for p in dest.iterdir()] == ["cifar-10-batches-py"]
+    assert [p.name for p in dest.iterdir()] == ["cifar-10-batches-py"]  # no temporary folder left
+    assert sorted(p.name for p in (dest / "cifar-10-batches-py").iterdir()) == ["batches.meta", "test_batch"]
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])
@@ -163,8 +166,8 @@ def test_corrupt_archive_is_data_error(tmp_path: Path, damage: str) -> None:
     raw = archive.read_bytes()
     archive.write_bytes({"truncated": raw[: len(raw) // 2], "garbage": os.urandom(500), "empty": b""}[damage])
     with pytest.raises(DataError, match=r"cifar-10-python\.tar\.gz"):
-        safe_extract(archive, tmp_path / "out")
-    assert not any((tmp_path / "out").iterdir())
+        safe_extract(archive, tmp_path / "out", files=["cifar-10-batches-py/test_batch"])
+    assert not (tmp_path / "out").exists()  # refused before anything was created
 
 
 def test_plain_bytes_pickle_is_not_a_batch(tmp_path: Path) -> None:

@@ -32,8 +32,9 @@ def to_dataset(
                 f"{name} {split} split from {source} has labels outside 0..{len(classes) - 1}; "
                 "the files are corrupt, replace them"
             )
-        # np.array copies: frombuffer/h5py arrays can be read-only, and torch wants writable memory.
-        parts.append(torch.from_numpy(np.array(x, dtype=np.uint8, order="C")))
+        # A copy only where needed (frombuffer/h5py arrays can be read-only, torch wants writable C memory):
+        # the builders make their images once, so a second full copy would double the peak for nothing.
+        parts.append(torch.from_numpy(np.require(x, dtype=np.uint8, requirements=["C", "W"])))
         parts.append(torch.from_numpy(np.array(y, dtype=np.int64)))
     if parts[0].shape[0] == 0:
         raise DataError(f"{name} from {source} has no training images; check the files")

@@ -13,17 +13,22 @@ from typing import Any
 
 import numpy as np
 
+from reslab.data.archives import safe_extract
 from reslab.data.arrays import to_dataset
 from reslab.data.download import fetch_dataset
-from reslab.data.safety import safe_extract, safe_unpickle
+from reslab.data.files import MAX_CIFAR_BATCH_BYTES, MAX_META_BYTES, MiB, read_bounded, read_text_bounded
+from reslab.data.safety import safe_unpickle
 from reslab.data.types import ArrayDataset
 from reslab.errors import DataError
+from reslab.resources import check_host_memory
 
 CIFAR10_CLASSES = [
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
 ]  # fmt: skip
 _PIXELS = 3 * 32 * 32  # one image, stored channel-major (R plane, G plane, B plane)
-_MAX_FILE = 1 << 30
+# The four official archives unpack to 178-185 MB in 8-9 members: refuse anything far beyond that.
+ARCHIVE_MAX_BYTES = 512 * MiB
+ARCHIVE_MAX_MEMBERS = 256
 
 
 @dataclass(frozen=True)
@@ -70,7 +75,7 @@ def read_python_batch(path: str | Path, label_key: str, num_classes: int) -> tup
     Raises:
         DataError: the file is not a CIFAR batch (wrong structure, types, sizes or labels).
     """
-    obj = safe_unpickle(path, max_bytes=_MAX_FILE)
+    obj = safe_unpickle(path, max_bytes=MAX_CIFAR_BATCH_BYTES)
     bad = f"{path} is not a CIFAR batch"
     if not isinstance(obj, dict):
         raise DataError(f"{bad} (holds a {type(obj).__name__}, not a dict); re-download the archive")
@@ -104,13 +109,7 @@ def read_binary_batch(path: str | Path, label_bytes: int, num_classes: int) -> t
     """
     path = Path(path)
     rec = label_bytes + _PIXELS
-    try:
-        size = path.stat().st_size
-        if size > _MAX_FILE:
-            raise DataError(f"{path} is {size} bytes, too large for a CIFAR batch; check the file")
-        raw = path.read_bytes()
-    except OSError as e:
-        raise DataError(f"cannot read {path}: {e.strerror or e}; check the file and its permissions") from e
+    raw = read_bounded(path, MAX_CIFAR_BATCH_BYTES, "CIFAR batch")
     if not raw or len(raw) % rec:
         raise DataError(
             f"{path} is {len(raw)} bytes, not a whole number of {rec}-byte CIFAR records; "
@@ -125,7 +124,7 @@ def read_binary_batch(path: str | Path, label_bytes: int, num_classes: int) -> t
 
 def _python_classes(path: Path, key: str, num_classes: int) -> list[str]:
     if path.exists():
-        meta = safe_unpickle(path, max_bytes=1 << 24)
+        meta = safe_unpickle(path, max_bytes=MAX_META_BYTES, what="CIFAR class list")
         names = {_key(k): v for k, v in meta.items()}.get(key) if isinstance(meta, dict) else None
         if isinstance(names, list) and len(names) == num_classes:
             return [_key(n) if isinstance(n, (str, bytes)) else str(n) for n in names]
@@ -135,10 +134,8 @@ def _python_classes(path: Path, key: str, num_classes: int) -> list[str]:
 
 def _binary_classes(path: Path, num_classes: int) -> list[str]:
     if path.exists():
-        try:
-            lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
-        except (OSError, UnicodeDecodeError) as e:
-            raise DataError(f"cannot read class names from {path} ({e}); re-download the archive") from e
+        text = read_text_bounded(path, MAX_META_BYTES, "CIFAR class list")
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
         if len(lines) == num_classes:
             return lines
         raise DataError(f"{path} lists {len(lines)} class names, not {num_classes}; re-download the archive")
@@ -149,7 +146,21 @@ def _default_classes(num_classes: int) -> list[str]:
     return list(CIFAR10_CLASSES) if num_classes == 10 else [str(i) for i in range(num_classes)]
 
 
+def _check_memory(name: str, d: Path, files: tuple[str, ...]) -> None:
+    """Refuse before reading batches that will not fit: each is read whole, decoded, then all are joined."""
+    try:
+        sizes = [(d / f).stat().st_size for f in files]
+    except OSError:  # reading them will say what is wrong, in one line
+        return
+    check_host_memory(
+        2 * sum(sizes) + max(sizes),
+        what=f"loading {name} from {d}",
+        fix="free some memory (close other programs) or use a machine with more",
+    )
+
+
 def _load_python_dir(name: str, lay: _Layout, d: Path) -> ArrayDataset:
+    _check_memory(name, d, (*lay.py_train, lay.py_test))
     xs, ys = zip(*(read_python_batch(d / f, lay.py_label_key, lay.num_classes) for f in lay.py_train))
     test = read_python_batch(d / lay.py_test, lay.py_label_key, lay.num_classes)
     classes = _python_classes(d / lay.py_meta, lay.py_meta_key, lay.num_classes)
@@ -160,6 +171,7 @@ def _load_python_dir(name: str, lay: _Layout, d: Path) -> ArrayDataset:
 
 
 def _load_binary_dir(name: str, lay: _Layout, d: Path) -> ArrayDataset:
+    _check_memory(name, d, (*lay.bin_train, lay.bin_test))
     xs, ys = zip(*(read_binary_batch(d / f, lay.bin_label_bytes, lay.num_classes) for f in lay.bin_train))
     test = read_binary_batch(d / lay.bin_test, lay.bin_label_bytes, lay.num_classes)
     classes = _binary_classes(d / lay.bin_meta, lay.num_classes)
@@ -171,6 +183,12 @@ def _load_binary_dir(name: str, lay: _Layout, d: Path) -> ArrayDataset:
 
 def _complete(d: Path, files: tuple[str, ...]) -> bool:
     return d.is_dir() and all((d / f).is_file() for f in files)
+
+
+def _extract(archive: Path, root: Path, sub: str, files: tuple[str, ...]) -> None:
+    """Unpack only ``sub/FILE`` for ``files`` (batches, class list), never over a user's file."""
+    wanted = [f"{sub}/{f}" for f in files]
+    safe_extract(archive, root, files=wanted, max_bytes=ARCHIVE_MAX_BYTES, max_members=ARCHIVE_MAX_MEMBERS)
 
 
 def load_cifar(name: str, data_dir: Path, *, download: bool) -> ArrayDataset:
@@ -192,12 +210,12 @@ def load_cifar(name: str, data_dir: Path, *, download: bool) -> ArrayDataset:
         if _complete(root / lay.bin_dir, bin_files):
             return _load_binary_dir(name, lay, root / lay.bin_dir)
     for root in roots:
-        for archive, sub, files, loader in (
-            (lay.py_archive, lay.py_dir, py_files, _load_python_dir),
-            (lay.bin_archive, lay.bin_dir, bin_files, _load_binary_dir),
+        for archive, sub, files, meta, loader in (
+            (lay.py_archive, lay.py_dir, py_files, lay.py_meta, _load_python_dir),
+            (lay.bin_archive, lay.bin_dir, bin_files, lay.bin_meta, _load_binary_dir),
         ):
             if (root / archive).is_file():
-                safe_extract(root / archive, root)
+                _extract(root / archive, root, sub, (*files, meta))
                 if not _complete(root / sub, files):
                     raise DataError(
                         f"{root / archive} did not contain {sub}/ with {', '.join(files)}; "
@@ -206,7 +224,7 @@ def load_cifar(name: str, data_dir: Path, *, download: bool) -> ArrayDataset:
                 return loader(name, lay, root / sub)
     if download:
         (archive,) = fetch_dataset(name, data_dir)
-        safe_extract(archive, data_dir)
+        _extract(archive, data_dir, lay.py_dir, (*py_files, lay.py_meta))
         if _complete(data_dir / lay.py_dir, py_files):
             return _load_python_dir(name, lay, data_dir / lay.py_dir)
         raise DataError(f"{archive} did not contain {lay.py_dir}/; delete it and download it again")

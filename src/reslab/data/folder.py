@@ -3,31 +3,28 @@
 ``PATH/CLASS/*.png|jpg|jpeg`` becomes one dataset; if ``PATH/train`` and ``PATH/test`` both exist they are
 used as the two splits, otherwise a seeded stratified 80/20 split is drawn. All images are resized to one
 size (``image_size``, or the first image's size) and converted to one mode: ``L`` when every image is
-grayscale, else ``RGB``. Hidden files (``.DS_Store``) are ignored; any other non-image is an error.
+grayscale, else ``RGB``; transparent pixels are put on white. Every image is read by
+:func:`reslab.data.images.read_image`, the reader ``predict`` shares, with its guards. Hidden files
+(``.DS_Store``) are ignored; any other non-image is an error. The decoded dataset's size is checked against
+free memory before the first image is decoded.
 """
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
 
 from reslab.data.arrays import stratified_fraction, to_dataset
+from reslab.data.images import GRAY_MODES, SUFFIXES, probe_image, read_image
 from reslab.data.types import ArrayDataset
 from reslab.errors import DataError
+from reslab.resources import check_host_memory
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+IMAGE_SUFFIXES = SUFFIXES
 TEST_FRACTION = 0.2
-_GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")
 _MAX_SIDE = 4096
-_MAX_PIXELS = 1 << 26  # 64 Mpixel: refuse before decoding, so a lying header cannot eat memory or time
-
-
-def _pil():  # type: ignore[no-untyped-def]
-    from PIL import Image
-
-    return Image
+_DECODE_BYTES_PER_PIXEL = 16  # one image while it is decoded: RGBA, composited on white, converted, resized
 
 
 def _class_dirs(root: Path) -> list[Path]:
@@ -58,57 +55,25 @@ def _scan(root: Path) -> tuple[list[str], list[tuple[Path, int]]]:
     return [d.name for d in dirs], items
 
 
-def _check_pixels(path: Path, size: tuple[int, int]) -> None:
-    if size[0] * size[1] > _MAX_PIXELS or min(size) < 1:
-        raise DataError(f"image {path} claims to be {size[0]}x{size[1]} pixels; replace or remove it")
-
-
-def _read(path: Path, size: tuple[int, int], mode: str) -> np.ndarray:
-    """Decode one image, convert it to ``mode`` and resize it to ``size``: (H, W) or (H, W, 3) uint8."""
-    Image = _pil()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                _check_pixels(path, img.size)
-                out = img.convert(mode)
-                if out.size != size:
-                    out = out.resize(size, Image.Resampling.BILINEAR)
-                return np.asarray(out, dtype=np.uint8)
-    except DataError:
-        raise
-    except Exception as e:  # UnidentifiedImageError, OSError (truncated), DecompressionBomb*, SyntaxError...
-        raise DataError(f"cannot read image {path} ({type(e).__name__}: {e}); replace or remove it") from e
-
-
 def _decode(items: list[tuple[Path, int]], size: tuple[int, int], mode: str) -> tuple[np.ndarray, np.ndarray]:
     c = 1 if mode == "L" else 3
     x = np.empty((len(items), c, size[1], size[0]), dtype=np.uint8)  # (N, C, H, W)
     for n, (path, _) in enumerate(items):
-        arr = _read(path, size, mode)
+        arr = read_image(path, mode=mode, size=size)
         x[n] = arr[None] if c == 1 else arr.transpose(2, 0, 1)
     return x, np.array([lab for _, lab in items], dtype=np.int64)
 
 
-def _probe(items: list[tuple[Path, int]]) -> tuple[tuple[int, int], str]:
-    """The first image's size and the common mode, from headers only."""
-    Image = _pil()
-    first_size, gray = None, True
+def _probe(items: list[tuple[Path, int]]) -> tuple[tuple[int, int], str, int]:
+    """The first image's size, the common mode and the largest image's pixel count, from headers only."""
+    first_size, gray, largest = None, True, 0
     for path, _ in items:
-        try:
-            with Image.open(path) as img:
-                size, mode = img.size, img.mode
-            _check_pixels(path, size)
-        except DataError:
-            raise
-        except Exception as e:
-            raise DataError(
-                f"cannot read image {path} ({type(e).__name__}: {e}); replace or remove it"
-            ) from e
+        size, mode = probe_image(path)
         first_size = first_size or size
-        gray = gray and mode in _GRAY_MODES
+        gray = gray and mode in GRAY_MODES
+        largest = max(largest, size[0] * size[1])
     assert first_size is not None
-    return first_size, "L" if gray else "RGB"
+    return first_size, "L" if gray else "RGB", largest
 
 
 def load_folder(
@@ -143,15 +108,24 @@ def load_folder(
         all_items = train_items + test_items
     else:
         classes, all_items = _scan(root)
-    size, mode = _probe(all_items)
+    size, mode, largest = _probe(all_items)
     if image_size is not None:
         size = (image_size, image_size)
     if max(size) > _MAX_SIDE:
         raise DataError(
             f"{all_items[0][0]} is {size[0]}x{size[1]}; pass an image_size of at most {_MAX_SIDE}"
         )
+    split_folders = (root / "train").is_dir() and (root / "test").is_dir()
+    # (N, C, H, W) uint8 once, twice when the 80/20 split copies it out, plus one image being decoded
+    c = 1 if mode == "L" else 3
+    decoded = len(all_items) * c * size[0] * size[1]
+    check_host_memory(
+        decoded * (1 if split_folders else 2) + _DECODE_BYTES_PER_PIXEL * largest,
+        what=f"{name} ({len(all_items):,} images of {c}x{size[1]}x{size[0]})",
+        fix="use fewer or smaller images (image_size= resizes them)",
+    )
     x, y = _decode(all_items, size, mode)
-    if (root / "train").is_dir() and (root / "test").is_dir():
+    if split_folders:
         n_train = len(train_items)
         train, test = (x[:n_train], y[:n_train]), (x[n_train:], y[n_train:])
         split = "folders"

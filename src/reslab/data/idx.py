@@ -19,8 +19,10 @@ import numpy as np
 
 from reslab.data.arrays import to_dataset
 from reslab.data.download import fetch_dataset
+from reslab.data.files import MAX_IDX_BYTES, open_regular
 from reslab.data.types import ArrayDataset
 from reslab.errors import DataError
+from reslab.resources import check_host_memory
 
 MNIST_CLASSES = [str(i) for i in range(10)]
 FASHION_CLASSES = [
@@ -57,8 +59,10 @@ def read_idx(path: str | Path, ndim: int) -> np.ndarray:
     """
     path = Path(path)
     try:
-        opener = gzip.open if path.suffix == ".gz" else open
-        with opener(path, "rb") as f:
+        with (
+            open_regular(path, "idx file", max_bytes=MAX_IDX_BYTES) as raw,
+            gzip.GzipFile(fileobj=raw, mode="rb") if path.suffix == ".gz" else raw as f,
+        ):
             head = _read_exact(f, 4)
             if len(head) < 4 or head[0] != 0 or head[1] != 0:
                 raise DataError(f"{path} is not an idx file (bad magic number); re-download it")
@@ -74,6 +78,10 @@ def read_idx(path: str | Path, ndim: int) -> np.ndarray:
             count = int(np.prod(dims, dtype=object))
             if count > _MAX_BYTES:
                 raise DataError(f"{path} announces {dims}, too large to be a dataset; re-download it")
+            # the bytes, then the dataset's own copy of them: check before reading, not at the allocator
+            check_host_memory(
+                2 * count, what=f"reading {path} ({dims})", fix="free some memory or use a machine with more"
+            )
             data = _read_exact(f, count)
             if len(data) < count:
                 raise DataError(f"{path} is truncated ({len(data)} of {count} data bytes); re-download it")

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from reslab.data.arrays import to_dataset
+from reslab.data.files import MAX_HDF5_BYTES, open_regular
 from reslab.data.types import ArrayDataset
 from reslab.errors import DataError
 
@@ -47,7 +48,8 @@ def read_signs_file(path: str | Path, split: str) -> tuple[np.ndarray, np.ndarra
     path = Path(path)
     h5py = _h5py()
     try:
-        with h5py.File(path, "r") as f:
+        # h5py reads from the file object we opened: regular files only, size-capped, never a FIFO
+        with open_regular(path, "HDF5 file", max_bytes=MAX_HDF5_BYTES) as raw, h5py.File(raw, "r") as f:
             x = _read_array(f, f"{split}_set_x", path)
             y = _read_array(f, f"{split}_set_y", path)
             classes = _read_array(f, "list_classes", path)

@@ -12,23 +12,43 @@ import numpy as np
 from reslab.data.arrays import to_dataset
 from reslab.data.types import ArrayDataset
 from reslab.errors import ConfigError
+from reslab.resources import check_host_memory
 
 _GRID = 7
 _MAX_SHIFT = 2
 _SIGNAL = 0.6  # share of the class pattern in each pixel; the rest is noise
+_CHUNK_BYTES = 1 << 26  # float32 working set per block of samples: the peak is the uint8 output plus this
+_FLOATS_PER_PIXEL = 4  # pattern, noise, mix, rounded: float32 arrays alive at once for one block
+
+
+def _block(c: int, h: int, w: int) -> int:
+    """Samples per block, so that one block's float32 arrays stay near ``_CHUNK_BYTES``."""
+    return max(1, _CHUNK_BYTES // (_FLOATS_PER_PIXEL * 4 * c * h * w))
 
 
 def _samples(rng: np.random.Generator, templates: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     k, c, h, w = templates.shape
     y = np.arange(n) % k  # balanced classes, 1. in order ...
     rng.shuffle(y)  # ... 2. then shuffled
-    x = templates[y]  # (N, C, H, W)
     shifts = rng.integers(-_MAX_SHIFT, _MAX_SHIFT + 1, size=(n, 2))
-    for i, (dy, dx) in enumerate(shifts):
-        x[i] = np.roll(x[i], (int(dy), int(dx)), axis=(1, 2))
-    noise = rng.random((n, c, h, w), dtype=np.float32)
-    img = _SIGNAL * x + (1 - _SIGNAL) * noise
-    return np.round(img * 255).astype(np.uint8), y.astype(np.int64)
+    out = np.empty((n, c, h, w), dtype=np.uint8)  # (N, C, H, W)
+    step = _block(c, h, w)
+    for lo in range(0, n, step):  # 3. in blocks: the noise stream is the same as one draw of all n
+        hi = min(n, lo + step)
+        x = templates[y[lo:hi]]  # (B, C, H, W) float32
+        for i, (dy, dx) in enumerate(shifts[lo:hi]):
+            x[i] = np.roll(x[i], (int(dy), int(dx)), axis=(1, 2))
+        noise = rng.random((hi - lo, c, h, w), dtype=np.float32)
+        out[lo:hi] = np.round((_SIGNAL * x + (1 - _SIGNAL) * noise) * 255)
+    return out, y.astype(np.int64)
+
+
+def synthetic_bytes(num_classes: int, shape: tuple[int, int, int], n_train: int, n_test: int) -> int:
+    """Peak host memory of :func:`make_synthetic`: the uint8 images, the class patterns and one block."""
+    c, h, w = shape
+    pixels = c * h * w
+    block = min(max(n_train, n_test), _block(c, h, w))
+    return (n_train + n_test) * pixels + 4 * num_classes * pixels + _FLOATS_PER_PIXEL * 4 * block * pixels
 
 
 def make_synthetic(
@@ -42,7 +62,8 @@ def make_synthetic(
     """Generate the ``synthetic`` dataset: ``n_train``/``n_test`` images of ``shape`` (C, H, W), balanced.
 
     Raises:
-        ConfigError: a non-positive size, fewer than 2 classes, or images smaller than 8x8.
+        ConfigError: a non-positive size, fewer than 2 classes, images smaller than 8x8, or a dataset that
+            does not fit in the free memory (checked before anything is allocated).
     """
     c, h, w = shape
     if num_classes < 2 or n_train < num_classes or n_test < 1 or c not in (1, 3) or min(h, w) < 8:
@@ -50,6 +71,11 @@ def make_synthetic(
             f"synthetic needs >= 2 classes, n_train >= classes, n_test >= 1, C in (1, 3) and H, W >= 8; "
             f"got {num_classes} classes, {n_train}/{n_test} images of {shape}"
         )
+    check_host_memory(
+        synthetic_bytes(num_classes, shape, n_train, n_test),
+        what=f"synthetic:{c}x{h}x{w} ({n_train + n_test:,} images)",
+        fix="use a smaller shape, e.g. synthetic:3x32x32",
+    )
     rng = np.random.default_rng(seed)
     grid = rng.random((num_classes, c, _GRID, _GRID), dtype=np.float32)
     rows = np.linspace(0, _GRID - 1, h).round().astype(int)

@@ -132,7 +132,7 @@ def predict(
     precision: str | None = None,
 ) -> list[Prediction]:
     """The ``top_k`` classes of each image file, with the run's preprocessing (mode, size, statistics)."""
-    from reslab.data.images import read_image
+    from reslab.data.images import read_image_chw
 
     if top_k <= 0:
         raise ConfigError(f"--top-k must be a positive integer, got {top_k}")
@@ -140,7 +140,7 @@ def predict(
         raise ConfigError("no images given; pass one or more PNG or JPEG files")
     dev = resolve_device(device)
     model, info = load_run(run, device=dev)
-    batch = torch.stack([read_image(p, info.input_shape) for p in images])  # (N, C, H, W) uint8
+    batch = torch.stack([torch.from_numpy(read_image_chw(p, info.input_shape)) for p in images])  # (N, C, H, W) uint8
     amp = AMP_DTYPES[precision or info.precision]
     ctx = torch.autocast(dev.type, dtype=amp) if amp is not None else contextlib.nullcontext()
     with torch.no_grad(), ctx:
