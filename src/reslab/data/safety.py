@@ -1,9 +1,9 @@
 """Reading untrusted dataset files without running code hidden in them.
 
-See docs/SAFETY.md, "No code from data": :func:`safe_unpickle` loads a CIFAR python batch through a restricted
-:class:`pickle.Unpickler` that can only build numpy arrays, dicts, lists, bytes, strings and numbers. Any other
-global a pickle asks for (``os.system``, ``builtins.eval``, ...) is refused *before* it is looked up, so it
-never runs.
+See docs/SAFETY.md, "No code from data": :func:`safe_unpickle` loads a CIFAR python batch through a
+restricted :class:`pickle.Unpickler` that can only build numpy arrays, dicts, lists, bytes, strings and
+numbers. Any other global a pickle asks for (``os.system``, ``builtins.eval``, ...) is refused *before* it is
+looked up, so it never runs.
 
 Archives are unpacked by :func:`reslab.data.archives.safe_extract` (re-exported here): bounded, checked member
 by member, and never replacing a file of the user's.
