@@ -1,4 +1,4 @@
-"""Bounded, non-blocking reads and downloads (issue 14, class 5).
+"""Bounded, non-blocking reads and downloads.
 
 Every file reslab reads is opened only if it is a regular file, never waited on (a FIFO), never read past a
 cap (a link to /dev/zero); a download never writes more than the file's known size, and its failure names

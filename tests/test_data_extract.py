@@ -1,4 +1,4 @@
-"""Extraction never destroys user data, and is bounded (issue 14, class 1).
+"""Extraction never destroys user data, and is bounded.
 
 An archive is unpacked into a temporary folder inside the data folder; only the files the dataset needs are
 moved into place, never over a file that differs; an archive that would unpack to far more than the dataset

@@ -1,4 +1,4 @@
-"""The one image reader shared by ``folder:PATH`` and ``predict`` (issue 14, class 7, data side).
+"""The one image reader shared by ``folder:PATH`` and ``predict``.
 
 Decompression bombs, non-images, truncated files and non-files are one-line DataErrors; a transparent image
 gives the same pixels to training (the folder loader) as to prediction (``read_image_chw``).

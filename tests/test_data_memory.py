@@ -1,4 +1,4 @@
-"""Memory is checked before the data builders allocate (issue 14, class 6, data side), and the host-memory
+"""Memory is checked before the data builders allocate, and the host-memory
 figure they compare against (``reslab.resources``) is read correctly, container limits included."""
 
 from __future__ import annotations

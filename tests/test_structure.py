@@ -9,7 +9,16 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "reslab"
 # Lower layers never import higher ones: models/data -> engine -> experiments/analysis -> cli.
-LAYER = {"errors": 0, "settings": 0, "version": 0, "models": 1, "data": 1, "engine": 2, "plots": 2}
+LAYER = {
+    "errors": 0,
+    "settings": 0,
+    "version": 0,
+    "resources": 0,
+    "models": 1,
+    "data": 1,
+    "engine": 2,
+    "plots": 2,
+}
 LAYER.update({"reports": 2, "experiments": 3, "analysis": 3, "cli": 4, "__main__": 5})
 MAX_FUNCTION_LINES = 60
 

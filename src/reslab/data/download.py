@@ -211,6 +211,38 @@ def download_file(
     if dest.exists():
         return dest
     cap = size if size is not None else MAX_DOWNLOAD_BYTES
+    part = _prepare_part(dest, size, cap)
+    errors: dict[str, str] = {}  # url -> its last error
+    wrong_file = False
+    for url in urls:
+        for attempt in range(RETRIES):
+            try:
+                _download_once(url, part, dest, cap=cap, size=size, md5=md5)
+                return dest
+            except _LocalError as e:
+                raise _local_failure(e.err, dest, size) from None
+            except _WrongFile as e:
+                part.unlink(missing_ok=True)
+                errors[url], wrong_file = str(e), True
+                break  # a wrong file will not become right on retry; try the next mirror
+            except urllib.error.HTTPError as e:
+                errors[url] = f"{url}: HTTP {e.code}"
+                if e.code < 500:
+                    break
+            except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as e:
+                errors[url] = f"{url}: {getattr(e, 'reason', e)}"
+            if attempt + 1 < RETRIES:
+                time.sleep(RETRY_BACKOFF_S * 2**attempt)
+    summary = "; ".join(errors.values()) if errors else "no URL to try"
+    where = urls[0] if urls else "(no mirror)"
+    fix = "the wrong file was deleted, put a verified copy" if wrong_file else "put the files"
+    raise DataError(
+        f"could not download {dest.name} from {where} ({summary}); {fix} in {dest.parent} yourself"
+    )
+
+
+def _prepare_part(dest: Path, size: int | None, cap: int) -> Path:
+    """The ``.part`` file to (re)start from, after checking the disk has room; creates the folder."""
     part = dest.with_name(dest.name + ".part")
     have = _part_size(part)
     if have > cap:  # longer than the file can be: not a partial download of it (and reslab's own name)
@@ -226,46 +258,19 @@ def download_file(
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise _local_failure(e, dest, size) from e
-    errors: dict[str, str] = {}  # url -> its last error
-    wrong_file = False
-    for url in urls:
-        for attempt in range(RETRIES):
-            try:
-                print(f"reslab: downloading {url} -> {dest}", file=sys.stderr)
-                _fetch_once(url, part, cap)
-                got = _part_size(part)
-                if size is not None and got < size:  # cut short without saying so: resume on the next try
-                    raise http.client.IncompleteRead(b"", size - got)
-                if md5 is not None and md5sum(part) != md5.lower():
-                    raise _WrongFile(f"checksum mismatch from {url}")
-                os.replace(part, dest)
-                return dest
-            except _LocalError as e:
-                raise _local_failure(e.err, dest, size) from None
-            except _WrongFile as e:
-                part.unlink(missing_ok=True)
-                errors[url] = str(e)
-                wrong_file = True
-                break  # a wrong file will not become right on retry; try the next mirror
-            except urllib.error.HTTPError as e:
-                errors[url] = f"{url}: HTTP {e.code}"
-                if e.code < 500:
-                    break
-            except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as e:
-                reason = getattr(e, "reason", e)
-                errors[url] = f"{url}: {reason}"
-            if attempt + 1 < RETRIES:
-                time.sleep(RETRY_BACKOFF_S * 2**attempt)
-    summary = "; ".join(errors.values()) if errors else "no URL to try"
-    where = urls[0] if urls else "(no mirror)"
-    if wrong_file:
-        raise DataError(
-            f"could not download {dest.name} from {where} ({summary}); the wrong file was deleted, "
-            f"put a verified copy in {dest.parent} yourself"
-        )
-    raise DataError(
-        f"could not download {dest.name} from {where} ({summary}); put the files in {dest.parent} yourself"
-    )
+    return part
+
+
+def _download_once(url: str, part: Path, dest: Path, *, cap: int, size: int | None, md5: str | None) -> None:
+    """One attempt: fetch (resuming ``part``), check size and MD5, move into place."""
+    print(f"reslab: downloading {url} -> {dest}", file=sys.stderr)
+    _fetch_once(url, part, cap)
+    got = _part_size(part)
+    if size is not None and got < size:  # cut short without saying so: resume on the next try
+        raise http.client.IncompleteRead(b"", size - got)
+    if md5 is not None and md5sum(part) != md5.lower():
+        raise _WrongFile(f"checksum mismatch from {url}")
+    os.replace(part, dest)
 
 
 def fetch_dataset(dataset: str, data_dir: str | Path, *, mirrors: Sequence[str] | None = None) -> list[Path]:

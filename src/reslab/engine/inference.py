@@ -141,7 +141,7 @@ def predict(
     dev = resolve_device(device)
     model, info = load_run(run, device=dev)
     batch = torch.stack(
-        [torch.from_numpy(read_image_chw(p, info.input_shape)) for p in images]
+        [torch.from_numpy(read_image_chw(p, info.input_shape).copy()) for p in images]
     )  # (N, C, H, W) uint8
     amp = AMP_DTYPES[precision or info.precision]
     ctx = torch.autocast(dev.type, dtype=amp) if amp is not None else contextlib.nullcontext()

@@ -294,6 +294,68 @@ def _head_mismatch(target: Mapping[str, torch.Tensor], state: Mapping[str, torch
     return None
 
 
+def _unwrapped(model: nn.Module) -> nn.Module:
+    """The model inside a compiled or data-parallel wrapper (whose keys carry a prefix)."""
+    while True:
+        inner = getattr(model, "_orig_mod", None)  # torch.compile
+        if isinstance(model, nn.DataParallel | nn.parallel.DistributedDataParallel):
+            inner = model.module
+        if not isinstance(inner, nn.Module):
+            return model
+        model = inner
+
+
+def _split_head(
+    target: Mapping[str, torch.Tensor], state: dict[str, torch.Tensor], info: WeightsInfo, strict_head: bool
+) -> tuple[dict[str, torch.Tensor], str | None]:
+    """The classifier: another class count (or none in the file) keeps the model's own fresh head."""
+    head = [k for k in target if k.startswith(HEAD)]
+    message = _head_mismatch(target, state) if head else None
+    if message is None:
+        return state, None
+    if strict_head:
+        fix = f"build the model with num_classes={info.num_classes} or " if info.num_classes else ""
+        raise CheckpointError(f"{info.source}: {message}; {fix}allow a new head (strict_head=False)")
+    state = {k: v for k, v in state.items() if not k.startswith(HEAD)}
+    return state, f"head re-initialised: {message}; {', '.join(head)} keep the model's fresh initialisation"
+
+
+def _check_keys(
+    target: Mapping[str, torch.Tensor],
+    state: Mapping[str, torch.Tensor],
+    mismatch: Callable[[str], CheckpointError],
+    *,
+    skip_head: bool,
+) -> None:
+    """Every key, in the model's order, then the file's: the first mismatch is the error."""
+    for key, want in target.items():
+        if skip_head and key.startswith(HEAD):
+            continue
+        if key not in state:
+            if key.endswith(".num_batches_tracked"):  # files of PyTorch < 0.4.1 lack it; a counter only
+                continue
+            raise mismatch(f"the model's {key!r} is missing from the file")
+        got = state[key]
+        if tuple(got.shape) != tuple(want.shape):
+            raise mismatch(f"{key!r} is {tuple(got.shape)} in the file but {tuple(want.shape)} in the model")
+    for key in state:
+        if key not in target:
+            raise mismatch(f"the file has {key!r}, which the model has not")
+
+
+def _check_conventions(model: nn.Module, info: WeightsInfo) -> None:
+    """Conventions without parameters: the same weights give other outputs under another convention."""
+    have = _model_conventions(model)
+    wrong = {k: v for k, v in (info.conventions or {}).items() if k in have and have[k] != v}
+    if wrong:
+        kw = ", ".join(f"{k}={v!r}" for k, v in wrong.items())
+        theirs = ", ".join(f"{k}={have[k]!r}" for k in wrong)
+        raise CheckpointError(
+            f"{info.source} was trained with {kw}, the model is built with {theirs}: outputs would differ; "
+            f"build the model with build_model(..., {kw})"
+        )
+
+
 def load_weights(
     model: nn.Module,
     source: Source,
@@ -319,50 +381,11 @@ def load_weights(
             unexpected or misshapen key (or the shortcut / pooling convention) and the fix.
     """
     state, info = _prepare(source)
-    # A compiled or data-parallel wrapper prefixes every key: load into the model it wraps.
-    while True:
-        inner = getattr(model, "_orig_mod", None)  # torch.compile
-        if isinstance(model, nn.DataParallel | nn.parallel.DistributedDataParallel):
-            inner = model.module
-        if not isinstance(inner, nn.Module):
-            break
-        model = inner
+    model = _unwrapped(model)
     target = model.state_dict()
-    mismatch = _mismatch_error(info, state)
-
-    # 1. The classifier: another class count (or none in the file) keeps the model's own fresh head.
-    head = [k for k in target if k.startswith(HEAD)]
-    message = _head_mismatch(target, state) if head else None
-    if message is not None:
-        if strict_head:
-            fix = f"build the model with num_classes={info.num_classes} or " if info.num_classes else ""
-            raise CheckpointError(f"{info.source}: {message}; {fix}allow a new head (strict_head=False)")
-        state = {k: v for k, v in state.items() if not k.startswith(HEAD)}
-        message = f"head re-initialised: {message}; {', '.join(head)} keep the model's fresh initialisation"
-    # 2. Every other key, in the model's order, then the file's: the first mismatch is the error.
-    for key, want in target.items():
-        if message is not None and key.startswith(HEAD):
-            continue
-        if key not in state:
-            if key.endswith(".num_batches_tracked"):  # files of PyTorch < 0.4.1 lack it; a counter only
-                continue
-            raise mismatch(f"the model's {key!r} is missing from the file")
-        got = state[key]
-        if tuple(got.shape) != tuple(want.shape):
-            raise mismatch(f"{key!r} is {tuple(got.shape)} in the file but {tuple(want.shape)} in the model")
-    for key in state:
-        if key not in target:
-            raise mismatch(f"the file has {key!r}, which the model has not")
-    # 3. Conventions without parameters: the same weights give other outputs under another convention.
-    have = _model_conventions(model)
-    wrong = {k: v for k, v in (info.conventions or {}).items() if k in have and have[k] != v}
-    if wrong:
-        kw = ", ".join(f"{k}={v!r}" for k, v in wrong.items())
-        theirs = ", ".join(f"{k}={have[k]!r}" for k in wrong)
-        raise CheckpointError(
-            f"{info.source} was trained with {kw}, the model is built with {theirs}: outputs would differ; "
-            f"build the model with build_model(..., {kw})"
-        )
+    state, message = _split_head(target, state, info, strict_head)
+    _check_keys(target, state, _mismatch_error(info, state), skip_head=message is not None)
+    _check_conventions(model, info)
     # 4. Copy (load_state_dict casts dtypes and fills a missing num_batches_tracked from the model).
     model.load_state_dict(state, strict=False)
     if message is not None:
