@@ -8,6 +8,7 @@ read at evaluation points (every ``eval_every`` steps), where metrics are logged
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from collections.abc import Callable
@@ -170,24 +171,34 @@ class _Run:
         from reslab.models import model_info
 
         self.cfg, self.rt, self.callback = cfg, rt, callback
-        depth = model_info(cfg.model).depth  # ConfigError for an unknown model, before any loading
-        if rt.world_size > 1:  # rank 0 picks (and creates) the run directory, the others are told
-            self.run_dir, _ = distributed.agree_run_dir(cfg, rt, _open_run_dir)
-        else:
-            self.run_dir, _ = _open_run_dir(cfg, is_main=rt.is_main)
+        self.depth = model_info(cfg.model).depth  # ConfigError for an unknown model, before any loading
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
         seed_everything(cfg.seed)
+        # Everything that can be refused is checked before --out is created (nothing left behind on refusal).
         self.data = _load_data(cfg, rt)
         self.model, self.memory = _build_model(cfg, rt, self.data)
-        if rt.is_main:  # three checkpoints (weights + momentum) exist for a moment, plus the run's weights
-            param_bytes = sum(p.numel() * p.element_size() for p in self.model.parameters())
-            rundir.check_free_space(self.run_dir, 8 * param_bytes + 2**20)
+        self._set_up_steps(notes)
+        self.exit = contextlib.ExitStack()  # the run directory's lock, released when the session ends
+        try:
+            self.run_dir = self._open_run_dir()
+            if cfg.resume is not None:
+                self._restore()
+            if rt.is_main:
+                self._write_config()
+        except BaseException:
+            self.exit.close()
+            raise
+
+    # --- phases before the loop
+    def _set_up_steps(self, notes: list[str]) -> None:
+        """Run length, lr plan, the SGD optimiser and what a step needs; position 0 until a restore."""
+        cfg, rt = self.cfg, self.rt
         self.steps_per_epoch = len(self.data.train)
         self.total = cfg.run_length(self.steps_per_epoch)
         self.eval_every = cfg.eval_every or self.steps_per_epoch
         self.plan: LrPlan = make_plan(
-            cfg, total=self.total, steps_per_epoch=self.steps_per_epoch, depth=depth
+            cfg, total=self.total, steps_per_epoch=self.steps_per_epoch, depth=self.depth
         )
         self.notes = notes + self.plan.notes(cfg)
         self.fwd = torch.compile(self.model) if cfg.compile else self.model  # evaluation: each rank's shard
@@ -207,14 +218,28 @@ class _Run:
         )
         self.it, self.seconds_before, self.interval = 0, 0.0, Interval.zeros(rt.device)
         self.history: list[dict[str, Any]] = []
-        if cfg.resume is not None:
-            self._restore()
-        if rt.is_main:
-            self._write_config()
 
-    # --- phases before the loop
+    def _open_run_dir(self) -> Path:
+        """Create (or reopen) the run directory and take its lock: one writer per run (rank 0 only)."""
+        if self.rt.world_size > 1:  # rank 0 picks (and creates) the run directory, the others are told
+            run_dir, _ = distributed.agree_run_dir(self.cfg, self.rt, _open_run_dir)
+        else:
+            run_dir, _ = _open_run_dir(self.cfg, is_main=self.rt.is_main)
+        if self.rt.is_main:
+            self.exit.enter_context(rundir.RunLock(run_dir, what="training"))
+            # three checkpoints (weights + momentum) exist for a moment, plus the run's weights
+            param_bytes = sum(p.numel() * p.element_size() for p in self.model.parameters())
+            rundir.check_free_space(run_dir, 8 * param_bytes + 2**20)
+        return run_dir
+
     def _restore(self) -> None:
         """Weights, optimizer, RNG, position and the interval's figures from the newest good checkpoint."""
+        if not list_checkpoints(self.run_dir):  # killed before its first checkpoint: nothing to lose
+            self.history = rundir.truncate_metrics(self.run_dir, 0) if self.rt.is_main else []
+            self.notes.insert(
+                0, f"no checkpoint yet in {self.run_dir}: starting the run over from iteration 0"
+            )
+            return
         ckpt, weights, state = load_latest_checkpoint(self.run_dir)
         try:
             self.model.load_state_dict(weights)
@@ -250,6 +275,10 @@ class _Run:
 
     # --- the step loop
     def execute(self) -> RunResult:
+        with self.exit:
+            return self._execute()
+
+    def _execute(self) -> RunResult:
         cfg, rt = self.cfg, self.rt
         self.progress = Progress(
             cfg.progress if rt.is_main else "off",
