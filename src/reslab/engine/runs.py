@@ -134,12 +134,16 @@ def read_run_config(path: Path) -> dict[str, Any]:
     try:
         if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
             raise ValueError("config")
-        TrainConfig.from_dict(meta["config"], where=str(path))
+        cfg = TrainConfig.from_dict(meta["config"], where=str(path))
         _check_data_facts(meta.get("data"))
     except ConfigError as err:
         raise CheckpointError(str(err)) from None
     except (ValueError, TypeError, KeyError) as err:
         raise CheckpointError(f"{path}: bad or missing {err.args[0] if err.args else 'data'} entry") from None
+    try:
+        cfg.validate()  # ranges too: a tampered "iterations": -3 is refused here, naming the file
+    except ConfigError as err:
+        raise CheckpointError(f"{path}: {err}") from None
     return meta
 
 

@@ -9,6 +9,7 @@ Running, reuse, resume and divergence are :mod:`reslab.experiments.sweep`'s.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -285,10 +286,17 @@ def compare(
             stream.write(text + "\n")
             stream.flush()
 
-    from reslab.engine.rundir import check_writable
+    from reslab.engine.rundir import RunLock, check_writable
 
     out = Path(cfg.out)
     check_writable(out)
+    with contextlib.ExitStack() as hold:
+        if cfg.run_index is None:  # one full sweep per folder at a time; single runs lock their own run only
+            hold.enter_context(RunLock(out, what="compare sweep"))
+        return _sweep(cfg, out, say, on_run, started)
+
+
+def _sweep(cfg: Any, out: Path, say: Any, on_run: OnRun | None, started: float) -> CompareResult:
     check_sweep_file(out, cfg.settings(), SWEEP_FILE)
     jobs = compare_runs(cfg)
     what = f"{cfg.family} depths {','.join(map(str, cfg.depths))} x plain/residual x {cfg.seeds} seed(s)"
