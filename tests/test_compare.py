@@ -338,3 +338,14 @@ def test_a_run_index_outside_the_sweep_is_one_line(
 ) -> None:
     assert exit_code(["compare", *FLAGS, "--out", str(tmp_path / "x"), "--run-index", "4"]) == 2
     assert "outside this sweep's runs 0..3" in capsys.readouterr().err
+
+
+def test_a_run_with_a_corrupt_config_is_named_not_silently_retrained(
+    done: Path, tmp_path: Path, capsys
+) -> None:
+    out = copy_of(done, tmp_path)
+    (out / "resnet8-s0" / "config.json").write_text('{"config": {"lr": "fast"}, "data": {}}')
+    assert exit_code(["compare", *FLAGS, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "resnet8-s0" in err and "delete" in err
+    assert (out / "resnet8-s0" / "summary.json").is_file()  # nothing deleted
