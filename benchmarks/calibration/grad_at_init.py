@@ -1,6 +1,6 @@
 """Loss and gradient norms of one training-mode step at init, fp32 and bf16 autocast (why plain1202 NaNs).
 
-    python calib/grad_at_init.py plain1202 resnet1202 [--batch 64] [--kw '{"zero_init_residual": true}']
+    python benchmarks/calibration/grad_at_init.py plain1202 resnet1202 [--batch 64] [--kw '{"zero_init_residual": true}']
 
 One batch of normalised mnist5k training images (random, fixed seed), 1 thread. Prints the loss, the total
 gradient norm, the norms of the stem conv's and the classifier's gradients, and whether all are finite.

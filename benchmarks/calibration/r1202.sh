@@ -3,7 +3,7 @@
 # (batch 64, lr 0.1, label smoothing 0.1, 1-epoch-capped-at-20% warm-up then cosine, bf16 autocast +
 # channels_last on this CPU) for 2 epochs, one thread each, the two runs side by side (one per core).
 # /usr/bin/time -v gives each process's wall time and peak memory (max RSS).
-# Run alone: flock /tmp/reslab-cpu.lock bash calib/r1202.sh
+# Run alone: flock /tmp/reslab-cpu.lock bash benchmarks/calibration/r1202.sh
 set -e
 out=runs/calib
 for model in resnet1202 plain1202; do

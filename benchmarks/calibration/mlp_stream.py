@@ -1,6 +1,6 @@
 """Why the lecture's resmlp256/resmlp500 diverge: the residual stream at init and in the first SGD steps.
 
-    python calib/mlp_stream.py [--kw '{"branch_scale": "rezero"}'] [--depths 1,4,16,64,256,500]
+    python benchmarks/calibration/mlp_stream.py [--kw '{"branch_scale": "rezero"}'] [--depths 1,4,16,64,256,500]
 
 On one random batch of 128 normalised mnist5k training images (1 thread, fp32), for the residual MLP
 (``--kw`` options) and its plain twin at each depth: RMS of the stream a[0] (after the input layer) and

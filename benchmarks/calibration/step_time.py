@@ -1,10 +1,10 @@
 """Milliseconds per training step (forward + backward + SGD) of one model, for planning the sweeps.
 
-    python calib/step_time.py MODEL [--widen K] [--batch B] [--precision fp32|bf16] [--channels-last]
+    python benchmarks/calibration/step_time.py MODEL [--widen K] [--batch B] [--precision fp32|bf16] [--channels-last]
         [--threads N] [--flush-denormal] [--steps S] [--kw '{"branch_scale": "rezero"}']
 
 Input: random (B, 1, 28, 28) batches shaped like mnist5k. Prints the median and the mean over S steps after
-3 warm-up steps. Time it alone: flock /tmp/reslab-cpu.lock python calib/step_time.py ...
+3 warm-up steps. Time it alone: flock /tmp/reslab-cpu.lock python benchmarks/calibration/step_time.py ...
 """
 
 from __future__ import annotations

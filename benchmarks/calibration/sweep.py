@@ -1,14 +1,14 @@
 """One depth sweep of plain and residual twins, trained through the library, with its table and time.
 
-    python calib/sweep.py --family cifar --depths 20,56,110 --widen 0.25 --epochs 10 --seeds 2 \
-        --procs 2 --out runs/calib/deep-k025-e10
-    python calib/sweep.py --family mlp --depths 1,4,16,64,500 --kw '{"branch_scale": "rezero"}' \
-        --epochs 10 --procs 1 --threads 1 --flush-denormal --out runs/calib/mlp-rezero
+    python benchmarks/calibration/sweep.py --family cifar --depths 20,56,110 --widen 0.25 --epochs 10 --seeds 2 \
+        --procs 2 --out runs/benchmarks/calibration/deep-k025-e10
+    python benchmarks/calibration/sweep.py --family mlp --depths 1,4,16,64,500 --kw '{"branch_scale": "rezero"}' \
+        --epochs 10 --procs 1 --threads 1 --flush-denormal --out runs/benchmarks/calibration/mlp-rezero
 
 Each run is ``TrainConfig.from_recipe("default")`` with the compare preset's overrides (batch 128, no label
 smoothing) and the flags here; ``--kw`` goes to ``build_model`` through ``model_kwargs`` for both twins
 (plain twins ignore the residual-only options). ``--procs 2`` trains two runs at a time in two processes
-of one thread each, deepest first (``reslab.train.launch.train_on_devices``, what ``reslab compare
+of one thread each, deepest first (``reslab.engine.launch.train_on_devices``, what ``reslab compare
 --devices cpu,cpu`` does); ``--procs 1`` trains them one after the other in this process with ``--threads``
 threads (and ``--flush-denormal`` applies). Finished runs in ``--out`` are reused (their time is the one
 recorded then). Prints per-run lines, the table (mean ± std over seeds, training error in eval mode on the
@@ -26,8 +26,8 @@ from pathlib import Path
 
 import torch
 
-from reslab.train import TrainConfig, train
-from reslab.train.launch import train_on_devices
+from reslab.engine import TrainConfig, train
+from reslab.experiments.scheduler import train_on_devices
 
 
 def name(family: str, depth: int, residual: bool) -> str:

@@ -1,9 +1,0 @@
-#!/usr/bin/env bash
-# The lecture's dense nets at 1, 4, 16, 64, 500 blocks (plainmlp500 = 1,002 Linear layers), plain and
-# residual (ReZero), 10 epochs, fp32: the same sweep with flush-to-zero on / off and 1 / 2 threads.
-# Run alone: flock /tmp/reslab-cpu.lock bash calib/mlp_sweep.sh
-set -e
-common=(--family mlp --depths 1,4,16,64,500 --epochs 10 --precision fp32 --procs 1 --kw '{"branch_scale": "rezero"}')
-python calib/sweep.py "${common[@]}" --threads 1 --flush-denormal --out runs/calib/mlp-sweep-t1-ftz
-python calib/sweep.py "${common[@]}" --threads 1 --out runs/calib/mlp-sweep-t1
-python calib/sweep.py "${common[@]}" --threads 2 --flush-denormal --out runs/calib/mlp-sweep-t2-ftz
