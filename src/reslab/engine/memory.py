@@ -148,7 +148,7 @@ def oom_error(batch_size: int, device: torch.device, checkpointing: bool) -> Tra
 
 
 def return_freed_memory_promptly() -> bool:
-    """Make glibc give large freed blocks back to the OS at once (CPU runs with activation checkpointing).
+    """Make glibc give large freed blocks back to the OS at once (CPU runs whose memory is short).
 
     glibc raises its mmap threshold each time a large block is freed, up to 32 MiB, so the many 1-30 MiB
     activations of a conv net end up on the heap, which fragments and never shrinks: peak RSS ends up about
