@@ -10,6 +10,9 @@ the finite check of the gradients (``grads_finite``, and the inf-norm it replace
 flag, the next batch from ``DeviceLoader`` (normalisation, memory format and augmentation included), the
 fused SGD update against torch's default per-parameter loop, and the Python cost of ``StagedNet``'s stage
 walk and ``branch_out`` calls. A part's share is its median time over the step's median time.
+
+``--relu-ab N``: the whole step with the blocks' ReLUs in place (the default) against the same model with
+every ReLU out of place, alternating for N rounds in this process; the median of per-round ratios.
 """
 
 from __future__ import annotations
@@ -106,6 +109,29 @@ def parts(case: tp.Case, rt: Runtime, steps: int) -> tuple[float, dict[str, floa
     return whole, out
 
 
+def relu_ab(case: tp.Case, rt: Runtime, rounds: int) -> tuple[float, float, float]:
+    """(median s in place, median s out of place, median per-round ratio out / in) of a whole step."""
+    data = tp._data(case, rt.device)
+    steps = []
+    for inplace in (True, False):
+        m = tp._model(case, rt.device, rt.channels_last)
+        for mod in m.modules():
+            if isinstance(mod, torch.nn.ReLU):
+                mod.inplace = mod.inplace and inplace
+        loader = tp._device_loader(case, data, rt, train=True, augment="none")
+        steps.append(bl.engine_step(m, bl.make_sgd(m.parameters(), **bl.SGD_KW), rt, bl.cycle(loader)))
+        steps[-1]()
+    times: list[list[float]] = [[], []]
+    for r in range(rounds):
+        for i in (0, 1) if r % 2 == 0 else (1, 0):
+            t0 = time.perf_counter()
+            steps[i]()
+            steps[i]()
+            times[i].append((time.perf_counter() - t0) / 2)
+    ratio = statistics.median(o / i for i, o in zip(*times, strict=True))
+    return statistics.median(times[0]), statistics.median(times[1]), ratio
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument(
@@ -115,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--steps", type=int, default=2, help="steps per timed round of the whole step")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = physical cores)")
+    p.add_argument("--relu-ab", type=int, default=0, help="rounds of in-place vs out-of-place ReLU (0: none)")
     args = p.parse_args(argv)
     machine = bl.detect_machine()
     torch.set_num_threads(args.threads or machine.physical_cores)
@@ -128,6 +155,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"whole engine step {1000 * whole:.1f} ms ({case.batch / whole:.1f} img/s)")
         for name, s in costs.items():
             print(f"  {name:44} {1000 * s:9.3f} ms  {100 * s / whole:6.2f}% of the step")
+        if args.relu_ab:
+            inp, outp, ratio = relu_ab(case, rt, args.relu_ab)
+            print(
+                f"  ReLU in place {1000 * inp:.1f} ms vs out of place {1000 * outp:.1f} ms per step: "
+                f"in place is {ratio:.3f}x as fast (median of {args.relu_ab} A/B rounds)"
+            )
     return 0
 
 

@@ -137,9 +137,16 @@ def test_gpu_script_runs_its_cpu_path(bench: ModuleType, tmp_path: Path) -> None
 
 def test_step_costs_script_times_every_part(bench: ModuleType, capsys: pytest.CaptureFixture[str]) -> None:
     step_costs = importlib.import_module("step_costs")
-    assert step_costs.main(["--case", "resnet8:16:4", "--steps", "1"]) == 0
+    assert step_costs.main(["--case", "resnet8:16:4", "--steps", "1", "--relu-ab", "2"]) == 0
     out = capsys.readouterr().out
-    for part in ("finite check of the gradients", "label smoothing", "Interval.add", "DeviceLoader", "fused"):
+    for part in (
+        "finite check of the gradients",
+        "label smoothing",
+        "Interval.add",
+        "DeviceLoader",
+        "fused",
+        "in place",
+    ):
         assert part in out
 
 
