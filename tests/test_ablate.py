@@ -141,6 +141,7 @@ def test_list_runs_print_config_and_one_run_of_the_sweep(
         (["--preset", "huge"], "unknown --preset"),
         (["--seeds", "0"], "--seeds must be a positive integer"),
         (["--variants", "identity,scaling:"], "NAME:KEY=VALUE"),
+        (["--model-kwargs", "placement=full_preact"], "would change every variant"),
     ],
 )
 def test_bad_settings_are_one_line_errors(

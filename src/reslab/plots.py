@@ -450,5 +450,8 @@ def _error_bar(ax: Axes, x: float, runs: Sequence[Any], key: str, color: str, *,
     ax.bar(x, mean, 0.38, yerr=std or None, capsize=3, color=face, edgecolor=color, hatch=hatch)
     ax.plot([x] * len(values), values, "k.", markersize=4, zorder=3)
     if hatch is None:
-        ax.annotate(f"{mean:.2f}", (x, mean + std), ha="center", va="bottom", fontsize=7)
+        ax.annotate(
+            f"{mean:.2f}", (x, max(mean + std, *values)), xytext=(0, 3), textcoords="offset points",
+            ha="center", va="bottom", fontsize=7,
+        )  # fmt: skip
     return max(mean + std, *values)

@@ -96,9 +96,10 @@ def register(sub: Any) -> None:
             "order of BN and ReLU, Fig. 4) and seed, with the same recipe, init and seeds; write curves.png, "
             "errors.png, results.json/.csv/.md to --out and print the table, with the paper's CIFAR-10 "
             "figures beside each variant. With no arguments: identity vs constant scaling vs dropout "
-            "shortcut on the embedded mnist5k digits, 3 seeds, minutes on a 2-core CPU. Re-running the same "
-            "command reuses finished runs and resumes an interrupted one. --preset paper: ResNet-110 on "
-            "CIFAR-10 with the paper's recipe (a GPU job). Training flags override the preset's values."
+            "shortcut, resnet20 on the embedded mnist5k digits, 6 epochs, 3 seeds, about 4 minutes on a "
+            "2-core CPU. Re-running the same command reuses finished runs and resumes an interrupted one. "
+            "--preset paper: ResNet-110 on CIFAR-10 with the paper's recipe (a GPU job). Training flags "
+            "override the preset's values."
         ),
     )
     add_config_flags(a, what="sweep settings")
