@@ -13,13 +13,23 @@ from pathlib import Path
 
 import torch
 
-from reslab.engine.rundir import atomic_write
+from reslab.engine.rundir import CKPT_DIR, CONFIG, LOCK, RUN_FILES, atomic_write
 from reslab.engine.runs import load_run
 from reslab.errors import ConfigError
 
 FORMATS = ("torchscript", "onnx")
 SUFFIXES = {"torchscript": ".pt", "onnx": ".onnx"}
 ONNX_HINT = 'ONNX export needs the optional onnx and onnxscript packages: pip install "reslab[onnx]"'
+
+
+def _refuse_run_file(target: Path) -> None:
+    """An export never replaces a file a run directory lives by (its config, weights, checkpoints...)."""
+    parent = target.resolve().parent
+    in_checkpoints = any((p / CONFIG).is_file() for p in parent.parents if p.name != CKPT_DIR) and (
+        CKPT_DIR in parent.parts
+    )
+    if in_checkpoints or ((parent / CONFIG).is_file() and target.name in (*RUN_FILES, LOCK)):
+        raise ConfigError(f"--out {target} is a file of the run itself; choose another name, e.g. model.pt2")
 
 
 @dataclass(frozen=True)
@@ -49,6 +59,7 @@ def export_run(
         raise ConfigError(ONNX_HINT)
     model, info = load_run(run, device="cpu")
     target = Path(out) if out else info.weights.parent / f"model{SUFFIXES[format]}"
+    _refuse_run_file(target)
     if target.exists() and not overwrite:
         raise ConfigError(f"{target} already exists; use --overwrite or another --out")
     if not target.parent.is_dir():
