@@ -138,6 +138,15 @@ def test_list_runs_print_config_and_one_run_of_the_sweep(
         (["--variants", "identity,scaling:gate_bias=-2"], "gate_bias applies to shortcut_kind="),
         (["--variants", "identity,identity"], "repeats a variant"),
         (["--depth", "21"], "depth 21 is impossible"),
+        (["--depth", "-4"], "--depth must be a positive integer 6n+2"),
+        (["--depth", "abc"], "argument --depth: invalid int value"),
+        (["--widen", "0"], "widen must be a positive number"),
+        (["--model-kwargs", "foo"], "--model-kwargs expects KEY=VALUE pairs, got 'foo'"),
+        (["--variants", "identity,scaling:shortcut_scale=abc"], "shortcut_scale must be a number"),
+        (["--variants", "identity,scaling:nope=1"], "unknown option 'nope'"),
+        (["--variants", "identity,dropout:shortcut_dropout=1.5"], "shortcut_dropout must be in [0, 1)"),
+        (["--variants", "identity,scaling:=3"], "NAME:KEY=VALUE"),
+        (["--variants", ","], "--variants is empty"),
         (["--preset", "huge"], "unknown --preset"),
         (["--seeds", "0"], "--seeds must be a positive integer"),
         (["--variants", "identity,scaling:"], "NAME:KEY=VALUE"),
@@ -202,3 +211,13 @@ def test_default_preset_runs_the_finding_on_the_embedded_digits() -> None:
     assert cfg.dataset == "mnist5k" and cfg.variants[0] == "identity"
     assert {"scaling", "dropout"} <= set(cfg.variants) and cfg.seeds >= 2
     assert cfg.train_config("scaling", seed=0, out="x").epochs == preset["epochs"]
+
+
+def test_help_shows_the_default_sweep(capsys: pytest.CaptureFixture[str]) -> None:
+    assert exit_code(["ablate", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    for shown in (
+        "--variants V,V", "(default: identity,scaling,dropout)", "--depth D", "(default: 20)",
+        "(paper preset: 5) (default: 3)", "(default: 6)", "(default: mnist5k)", "(default: 128)",
+    ):  # fmt: skip
+        assert shown in text, shown

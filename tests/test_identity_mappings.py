@@ -339,7 +339,8 @@ def test_gradients_show_the_scaled_shortcut_falling_as_lambda_to_the_k(
     (A stage's first unit subsamples, so the law holds within each stage.) The identity keeps the norm
     (ratio 1), and one reslab gradients call compares the same net with different options by name.
     With the default initialisation (BN gamma = 1) the branches carry the gradient instead and the block
-    gradients of the scaled net do not fall (calib/ABLATE.md); the shortcut's own factor is what falls."""
+    gradients of the scaled net do not fall (benchmarks/calibration/ablate/ABLATE.md); the shortcut's own
+    factor is what falls."""
     import reslab
 
     zero = ":zero_init_residual=true"

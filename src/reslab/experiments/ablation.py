@@ -45,7 +45,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 # The CPU default must finish in <= 10 min on a 2-core CPU and show, over seeds, the identity beating constant
-# scaling and the dropout shortcut on final training error (calib/ABLATE.md has every calibration run).
+# scaling and the dropout shortcut on final training error (every calibration run is in
+# benchmarks/calibration/ablate/ABLATE.md).
 # Same recipe as `reslab compare` (batch 128, no label smoothing, 1-epoch warm-up then cosine). Final training
 # error in %, mean ± std over 3 seeds (one seed where marked):
 #   depth, epochs   identity      scaling       dropout        time (2 cores)
@@ -249,8 +250,8 @@ def check_variants(variants: tuple[str, ...], depth: Any, widen: Any) -> None:
         raise ConfigError("--variants is empty; give e.g. --variants identity,scaling,dropout")
     if len(set(variants)) != len(variants):
         raise ConfigError(f"--variants repeats a variant: {','.join(variants)}; list each once")
-    if isinstance(depth, bool) or not isinstance(depth, int):
-        raise ConfigError(f"--depth must be an integer such as 20, 56 or 110, got {depth!r}")
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+        raise ConfigError(f"--depth must be a positive integer 6n+2 such as 20, 56 or 110, got {depth!r}")
     name = model_name("cifar", depth, residual=True)
     for v in variants:
         base, options = variant_options(v)
