@@ -240,16 +240,31 @@ def _toml() -> Any:
 
 
 def overrides_class(
-    name: str, base: type, source: type, *, exclude: tuple[str, ...], doc: str, module: str
+    name: str,
+    base: type,
+    source: type,
+    *,
+    exclude: tuple[str, ...],
+    doc: str,
+    module: str,
+    then: type | None = None,
 ) -> type:
-    """A dataclass ``name``: ``base``'s fields, then every setting of ``source`` (minus ``exclude``) as an
-    optional override (None = leave it to the preset), with the same help, flag and rules.
+    """A dataclass ``name``: ``base``'s fields, then ``then``'s as declared (settings several such classes
+    share), then every setting of ``source`` (minus ``exclude``) as an optional override (None = leave it
+    to the preset), with the same help, flag and rules.
 
     A sweep's config gets the training settings this way: a new TrainConfig setting appears in
     ``CompareConfig``, in ``reslab compare --help`` and in every run of the sweep with no other change.
     """
+    extra: list[tuple[str, Any, Any]] = []
+    if then is not None:
+        then_hints = type_hints(then)
+        for f in fields_of(then):
+            default = {"default": f.default} if f.default is not dataclasses.MISSING else {}
+            if f.default_factory is not dataclasses.MISSING:
+                default = {"default_factory": f.default_factory}
+            extra.append((f.name, then_hints[f.name], dataclasses.field(**default, metadata=f.metadata)))
     hints = type_hints(source)
-    extra = []
     for f in fields_of(source):
         if f.name in exclude:
             continue

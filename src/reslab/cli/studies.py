@@ -123,43 +123,29 @@ def register(sub: Any) -> None:
 def run_compare(args: argparse.Namespace) -> int:
     from reslab.experiments import CompareConfig, compare, compare_runs
 
-    cfg = build(CompareConfig, {**from_file(args, CompareConfig), **given(args, CompareConfig)})
-    if args.print_config:
-        print(as_json(cfg.resolve().effective()))
-        return 0
-    if args.list_runs:
-        resolved = cfg.resolve()
-        print("index  model  seed  run directory")
-        for job in compare_runs(resolved):
-            print(f"{job.index}  {job.model}  {job.seed}  {job.run_dir}")
-        return 0
-    result = compare(cfg)
-    if result.config.run_index is not None:
-        print(
-            f"run {result.config.run_index} done; `reslab compare` with the same settings gathers the sweep"
-        )
-        return 0
-    print(result.table)
-    print(result.verdict)
-    print(f"outputs in {result.out}: " + ", ".join(sorted(result.files)))
-    return 0
+    return _run_sweep(args, "compare", CompareConfig, compare, compare_runs, column="model")
 
 
 def run_ablate(args: argparse.Namespace) -> int:
     from reslab.experiments import AblateConfig, ablate, ablate_runs
 
-    cfg = build(AblateConfig, {**from_file(args, AblateConfig), **given(args, AblateConfig)})
+    return _run_sweep(args, "ablate", AblateConfig, ablate, ablate_runs, column="variant")
+
+
+def _run_sweep(args: argparse.Namespace, name: str, cls: type, run: Any, runs: Any, *, column: str) -> int:
+    """``--print-config``, ``--list-runs``, one ``--run-index``, or the whole sweep with its table."""
+    cfg = build(cls, {**from_file(args, cls), **given(args, cls)})
     if args.print_config:
-        print(as_json(cfg.resolve()))
+        print(as_json(cfg.resolve().effective()))
         return 0
     if args.list_runs:
-        print("index  variant  seed  run directory")
-        for job in ablate_runs(cfg.resolve()):
-            print(f"{job.index}  {job.kind}  {job.seed}  {job.run_dir}")
+        print(f"index  {column}  seed  run directory")
+        for job in runs(cfg.resolve()):
+            print(f"{job.index}  {job.model if column == 'model' else job.kind}  {job.seed}  {job.run_dir}")
         return 0
-    result = ablate(cfg)
+    result = run(cfg)
     if result.config.run_index is not None:
-        print(f"run {result.config.run_index} done; `reslab ablate` with the same settings gathers the sweep")
+        print(f"run {result.config.run_index} done; `reslab {name}` with the same settings gathers the sweep")
         return 0
     print(result.table)
     print(result.verdict)

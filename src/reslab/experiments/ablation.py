@@ -10,23 +10,20 @@ an ordinary run directory ``<out>/<variant>-s<seed>``; running, reuse, resume an
 
 from __future__ import annotations
 
-import copy
-import hashlib
-import json
 import re
-import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
-from reslab.engine import RECIPES, TrainConfig
+from reslab.engine import TrainConfig
 from reslab.errors import ConfigError
 from reslab.experiments.degradation import model_name
 from reslab.experiments.paper_tables import paper_error, paper_note
-from reslab.experiments.results import Row, RunRecord, aggregate, write_results
-from reslab.experiments.sweep import Job, OnRun, check_sweep_file, comparable, run_jobs
-from reslab.settings import fields_of, overrides_class, setting
+from reslab.experiments.results import Row, RunRecord, SweepResult, aggregate, write_results
+from reslab.experiments.sweep import Job, OnRun, Say, check_sweep_file, in_sweep_folder, run_jobs
+from reslab.experiments.sweep_config import PER_RUN, SweepFlags, SweepSettings
+from reslab.settings import overrides_class, setting
 
 SWEEP_FILE = "ablate.json"
 
@@ -92,12 +89,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         "train": {"val_split": None},
     },
 }
-# Set per run by the sweep itself, so not overridable.
-_PER_RUN = ("model", "seed", "out", "resume", "overwrite")
 
 
 @dataclass(kw_only=True)
-class _AblateSettings:
+class _AblateSettings(SweepSettings):
     """The sweep's own settings; the training settings are added from TrainConfig below."""
 
     variants: tuple[str, ...] | None = setting(
@@ -112,39 +107,13 @@ class _AblateSettings:
         None, help="seeds 0..N-1 per variant: mean ± std over them (paper preset: 5)", metavar="N"
     )
     preset: str = setting("default", help="default: mnist5k, minutes on a CPU; paper: Tables 1-2 on cifar10")
-    recipe: str | None = setting(None, help="training recipe under the preset's settings (default, paper)")
-    devices: tuple[str, ...] | None = setting(
-        None,
-        help="train one run per device at a time, e.g. cuda:0,cuda:1 (each in its own process)",
-        metavar="DEV,DEV",
-    )
     out: str | None = setting(
         None, help="default: runs/ablate-resnet<d>-<dataset>-<hash of the settings>", metavar="DIR"
-    )
-    retry_diverged: bool = setting(
-        False, help="train again the runs that diverged (off: keep them as results)"
-    )
-    run_index: int | None = setting(
-        None,
-        help="train only run I of the sweep (see --list-runs); a later full call gathers them",
-        metavar="I",
     )
 
     def resolve(self) -> AblateConfig:
         """Validate and fill every ``None`` from the preset; raises :class:`ConfigError` (one line)."""
-        if self.preset not in PRESETS:
-            raise ConfigError(f"unknown --preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
-        preset = PRESETS[self.preset]
-        recipe = self.recipe or preset["recipe"]
-        if recipe not in RECIPES:
-            raise ConfigError(f"unknown --recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
-        seeds = preset["seeds"] if self.seeds is None else self.seeds
-        if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-            raise ConfigError(f"--seeds must be a positive integer, got {seeds}")
-        if self.epochs is not None and self.iterations is not None:  # type: ignore[attr-defined]
-            raise ConfigError("give at most one of --epochs or --iterations")
-        if self.devices is not None and (not self.devices or not all(self.devices)):
-            raise ConfigError("--devices is empty; give e.g. --devices cuda:0,cuda:1")
+        preset, recipe, seeds = self._preset_choices(PRESETS)
         epochs, iterations = self.epochs, self.iterations  # type: ignore[attr-defined]
         if epochs is None and iterations is None:
             epochs = preset["epochs"]
@@ -168,17 +137,7 @@ class _AblateSettings:
                 "variant instead, e.g. --variants identity,scaling:shortcut_scale=0.8"
             )
         check_variants(cfg.variants, cfg.depth, cfg.widen)
-        cfg.train_config(cfg.variants[0], seed=0, out=".").validate()
-        if cfg.out is None:
-            safe = str(cfg.dataset).replace(":", "_").replace("/", "_")
-            name = f"ablate-{cfg.model}-{safe}-{cfg.settings_hash()}"
-            cfg = replace(cfg, out=str(Path("runs") / name))
-        n = len(cfg.variants) * cfg.seeds
-        if cfg.run_index is not None and not 0 <= cfg.run_index < n:
-            raise ConfigError(
-                f"--run-index {cfg.run_index} is outside this sweep's runs 0..{n - 1}; see --list-runs"
-            )
-        return cfg  # type: ignore[return-value]
+        return cfg._finish(f"ablate-{cfg.model}", len(cfg.variants) * cfg.seeds)
 
     @property
     def model(self) -> str:
@@ -194,12 +153,7 @@ class _AblateSettings:
 
     def train_config_overrides(self) -> dict[str, Any]:
         """The preset's training settings with every TrainConfig setting given on top."""
-        given = copy.deepcopy(PRESETS[self.preset]["train"])
-        for f in fields_of(TrainConfig):
-            value = getattr(self, f.name, None) if f.name not in _PER_RUN else None
-            if value is not None:
-                given[f.name] = value
-        return given
+        return self.training(PRESETS[self.preset]["train"])
 
     def train_config(self, variant: str, *, seed: int, out: str) -> TrainConfig:
         """The :class:`~reslab.engine.TrainConfig` of one run of the sweep (call on a resolved config)."""
@@ -208,23 +162,24 @@ class _AblateSettings:
             self.recipe or "default", model=self.model, seed=seed, out=out, **given
         )
 
-    def settings(self) -> dict[str, Any]:
-        """What fixes the results (call on a resolved config), kept in ``ablate.json``: a re-run in the same
-        --out must match. The training settings are the baseline's effective TrainConfig."""
-        train = comparable(self.train_config(self.variants[0], seed=0, out=".").to_dict())  # type: ignore[index]
-        variants = list(self.variants or ())
-        grid = {"depth": self.depth, "widen": self.widen, "variants": variants, "seeds": self.seeds}
-        return {**grid, **train}
+    def first_run(self) -> TrainConfig:
+        return self.train_config(self.variants[0], seed=0, out=".")  # type: ignore[index]
 
-    def settings_hash(self) -> str:
-        return hashlib.sha1(json.dumps(self.settings(), sort_keys=True).encode()).hexdigest()[:8]
+    def grid(self) -> dict[str, Any]:
+        variants = list(self.variants or ())
+        return {"depth": self.depth, "widen": self.widen, "variants": variants, "seeds": self.seeds}
+
+    def effective(self) -> Any:
+        # The baseline's own variant options stay in --variants, not in every run's model options.
+        return replace(super().effective(), model_kwargs=self.model_kwargs)  # type: ignore[attr-defined]
 
 
 AblateConfig = overrides_class(
     "AblateConfig",
     _AblateSettings,
     TrainConfig,
-    exclude=_PER_RUN,
+    exclude=PER_RUN,
+    then=SweepFlags,
     doc="One ablation sweep: the sweep's settings, then every TrainConfig setting as an override of the "
     "preset (None = the preset's value; see PRESETS).",
     module=__name__,
@@ -352,20 +307,11 @@ def markdown_table(cfg: Any, rows: list[Row]) -> str:
     return "\n".join(lines) + f"\n{note}\n{paper_note()}\n"
 
 
-@dataclass
-class AblateResult:
-    """What :func:`ablate` returns; the same figures are in ``results.json`` / ``results.md``."""
+@dataclass(kw_only=True)
+class AblateResult(SweepResult):
+    """What :func:`ablate` returns: rows per variant (the baseline first), each variant against it."""
 
-    out: Path
-    config: Any  # the resolved AblateConfig
-    runs: list[RunRecord]
-    rows: list[Row]  # mean ± std per variant, the baseline first
-    table: str  # the Markdown table of results.md
-    verdict: str  # one line: each variant against the baseline
     separations: list[Separation] = field(default_factory=list)
-    files: dict[str, Path] = field(default_factory=dict)
-    figures: dict[str, Any] = field(default_factory=dict)  # name -> matplotlib Figure
-    seconds: float = 0.0  # wall time of this call (reused runs cost ~0)
 
     def _repr_html_(self) -> str:
         from reslab.reports import ablate_html
@@ -383,17 +329,12 @@ def ablate(
     """
     started = time.perf_counter()
     cfg = (replace(cfg, **settings) if cfg is not None else AblateConfig(**settings)).resolve()
-    stream = stream or sys.stderr
+    return in_sweep_folder(
+        cfg, stream, "ablate sweep", lambda out, say: _sweep(cfg, out, say, on_run, started)
+    )
 
-    def say(text: str) -> None:
-        if cfg.progress != "off":
-            stream.write(text + "\n")
-            stream.flush()
 
-    from reslab.engine.rundir import check_writable
-
-    out = Path(cfg.out)
-    check_writable(out)
+def _sweep(cfg: Any, out: Path, say: Say, on_run: OnRun | None, started: float) -> AblateResult:
     check_sweep_file(out, cfg.settings(), SWEEP_FILE)
     jobs = ablate_runs(cfg)
     what = f"{cfg.model}, {len(cfg.variants)} variants x {cfg.seeds} seed(s)"
@@ -404,7 +345,9 @@ def ablate(
     )  # fmt: skip
     rows = aggregate(records, kinds=tuple(cfg.variants))
     if cfg.run_index is not None:  # one run of a distributed sweep: the full call gathers and draws
-        return AblateResult(out, cfg, records, rows, "", "", seconds=time.perf_counter() - started)
+        return AblateResult(
+            out=out, config=cfg, runs=records, rows=rows, seconds=time.perf_counter() - started
+        )
     return _write_outputs(cfg, out, records, rows, time.perf_counter() - started)
 
 
@@ -432,7 +375,10 @@ def _write_outputs(
     }
     for name, fig in figures.items():
         files[f"{name}.png"] = save_png(fig, out / f"{name}.png")
-    return AblateResult(out, cfg, records, rows, table, line, seps, files, figures, round(seconds, 3))
+    return AblateResult(
+        out=out, config=cfg, runs=records, rows=rows, table=table, verdict=line, separations=seps,
+        files=files, figures=figures, seconds=round(seconds, 3),
+    )  # fmt: skip
 
 
 def _paper_entry(options: dict[str, Any]) -> dict[str, str] | None:

@@ -9,30 +9,26 @@ Running, reuse, resume and divergence are :mod:`reslab.experiments.sweep`'s.
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import hashlib
-import json
-import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
-from reslab.engine import RECIPES, TrainConfig
+from reslab.engine import TrainConfig
 from reslab.errors import ConfigError
 from reslab.experiments.results import (
     Checks,
-    Row,
     RunRecord,
+    SweepResult,
     aggregate,
     checks,
     markdown_table,
     verdict,
     write_results,
 )
-from reslab.experiments.sweep import Job, OnRun, check_sweep_file, comparable, run_jobs
-from reslab.settings import fields_of, overrides_class, setting
+from reslab.experiments.sweep import Job, OnRun, check_sweep_file, in_sweep_folder, run_jobs
+from reslab.experiments.sweep_config import PER_RUN, SweepFlags, SweepSettings
+from reslab.settings import overrides_class, setting
 
 Family = Literal["cifar", "mlp", "imagenet"]
 FAMILIES: tuple[str, ...] = ("cifar", "mlp", "imagenet")
@@ -109,12 +105,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         "train": {},
     },
 }
-# Set per run by the sweep itself, so not overridable.
-_PER_RUN = ("model", "seed", "out", "resume", "overwrite")
 
 
 @dataclass(kw_only=True)
-class _SweepSettings:
+class _SweepSettings(SweepSettings):
     """The sweep's own settings; the training settings are added from TrainConfig below."""
 
     family: Family = setting(
@@ -132,41 +126,15 @@ class _SweepSettings:
         "default",
         help="default: mnist5k, minutes on a CPU; deep: all three claims, ~11 min; paper: Fig. 6, cifar10",
     )
-    recipe: str | None = setting(None, help="training recipe under the preset's settings (default, paper)")
-    devices: tuple[str, ...] | None = setting(
-        None,
-        help="train one run per device at a time, e.g. cuda:0,cuda:1 (each in its own process)",
-        metavar="DEV,DEV",
-    )
     out: str | None = setting(
         None, help="default: runs/compare-<family>-<dataset>-<hash of the settings>", metavar="DIR"
-    )
-    retry_diverged: bool = setting(
-        False, help="train again the runs that diverged (off: keep them as results)"
-    )
-    run_index: int | None = setting(
-        None,
-        help="train only run I of the sweep (see --list-runs); a later full call gathers them",
-        metavar="I",
     )
 
     def resolve(self) -> CompareConfig:
         """Validate and fill every ``None`` from the preset; raises :class:`ConfigError` (one line)."""
-        if self.preset not in PRESETS:
-            raise ConfigError(f"unknown --preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
         if self.family not in FAMILIES:
             raise ConfigError(f"unknown --family {self.family!r}; choose one of {', '.join(FAMILIES)}")
-        preset = PRESETS[self.preset]
-        recipe = self.recipe or preset["recipe"]
-        if recipe not in RECIPES:
-            raise ConfigError(f"unknown --recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
-        seeds = self.seeds if self.seeds is not None else preset.get("seeds", 1)
-        if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-            raise ConfigError(f"--seeds must be a positive integer, got {seeds}")
-        if self.epochs is not None and self.iterations is not None:  # type: ignore[attr-defined]
-            raise ConfigError("give at most one of --epochs or --iterations")
-        if self.devices is not None and (not self.devices or not all(self.devices)):
-            raise ConfigError("--devices is empty; give e.g. --devices cuda:0,cuda:1")
+        preset, recipe, seeds = self._preset_choices(PRESETS)
         depths = tuple(self.depths) if self.depths is not None else preset["depths"][self.family]
         check_depths(self.family, depths)
         epochs, iterations = self.epochs, self.iterations  # type: ignore[attr-defined]
@@ -182,57 +150,31 @@ class _SweepSettings:
             epochs=epochs,
             iterations=iterations,
         )
-        cfg.train_config(model_name(cfg.family, depths[0], residual=True), seed=0, out=".").validate()
-        if cfg.out is None:
-            safe = str(cfg.dataset).replace(":", "_").replace("/", "_")
-            cfg = replace(cfg, out=str(Path("runs") / f"compare-{cfg.family}-{safe}-{cfg.settings_hash()}"))
-        n = len(cfg.depths) * 2 * cfg.seeds
-        if cfg.run_index is not None and not 0 <= cfg.run_index < n:
-            raise ConfigError(
-                f"--run-index {cfg.run_index} is outside this sweep's runs 0..{n - 1}; see --list-runs"
-            )
-        return cfg  # type: ignore[return-value]
+        return cfg._finish(f"compare-{cfg.family}", len(cfg.depths) * 2 * cfg.seeds)
 
     def train_config(self, model: str, *, seed: int, out: str) -> TrainConfig:
         """The :class:`~reslab.engine.TrainConfig` of one run of the sweep (call on a resolved config): the
         recipe, the preset's settings (and its family's), then the settings given (model options merged)."""
         preset = PRESETS[self.preset]
-        given = copy.deepcopy({**preset["train"], **preset.get("family_train", {}).get(self.family, {})})
-        for f in fields_of(TrainConfig):
-            value = getattr(self, f.name, None) if f.name not in _PER_RUN else None
-            if f.name == "model_kwargs" and value is not None:
-                value = {**given.get("model_kwargs", {}), **value}  # the user's options win, key by key
-            if value is not None:
-                given[f.name] = value
+        given = self.training({**preset["train"], **preset.get("family_train", {}).get(self.family, {})})
         return TrainConfig.from_recipe(self.recipe or "default", model=model, seed=seed, out=out, **given)
 
-    def effective(self) -> Any:
-        """This resolved config with every training setting at the value each run of the sweep gets (the
-        preset's and its family's included): what ``--print-config`` shows, and a config file that gives
-        the same sweep."""
-        run = self.train_config(model_name(self.family, self.depths[0], residual=True), seed=0, out=".")
-        fields = {f.name: getattr(run, f.name) for f in fields_of(TrainConfig) if f.name not in _PER_RUN}
-        return replace(self, **fields)  # type: ignore[arg-type]
+    def first_run(self) -> TrainConfig:
+        return self.train_config(model_name(self.family, self.depths[0], residual=True), seed=0, out=".")  # type: ignore[index]
 
-    def settings(self) -> dict[str, Any]:
-        """What fixes the results (call on a resolved config): the grid and the effective training config.
+    def settings_run(self) -> TrainConfig:
+        return self.train_config("model", seed=0, out=".")
 
-        Kept in ``compare.json``; a re-run in the same --out must match. Built from the effective
-        TrainConfig, so ``--batch-size 128`` given explicitly equals the preset's 128.
-        """
-        train = comparable(self.train_config("model", seed=0, out=".").to_dict())
-        grid = {"family": self.family, "depths": list(self.depths or ()), "seeds": self.seeds}
-        return {**grid, **train}
-
-    def settings_hash(self) -> str:
-        return hashlib.sha1(json.dumps(self.settings(), sort_keys=True).encode()).hexdigest()[:8]
+    def grid(self) -> dict[str, Any]:
+        return {"family": self.family, "depths": list(self.depths or ()), "seeds": self.seeds}
 
 
 CompareConfig = overrides_class(
     "CompareConfig",
     _SweepSettings,
     TrainConfig,
-    exclude=_PER_RUN,
+    exclude=PER_RUN,
+    then=SweepFlags,
     doc="One depth sweep: the sweep's settings, then every TrainConfig setting as an override of the preset "
     "(None = the preset's value; see PRESETS).",
     module=__name__,
@@ -295,20 +237,11 @@ def compare_runs(cfg: Any) -> list[Job]:
     return jobs
 
 
-@dataclass
-class CompareResult:
-    """What :func:`compare` returns; the same figures are in ``results.json`` / ``results.md``."""
+@dataclass(kw_only=True)
+class CompareResult(SweepResult):
+    """What :func:`compare` returns: rows per depth and kind, and the checks of the lecture's claims."""
 
-    out: Path
-    config: Any  # the resolved CompareConfig: no None left where the preset has a value
-    runs: list[RunRecord]
-    rows: list[Row]  # mean ± std per depth and kind
-    table: str  # the Markdown table of results.md
-    verdict: str  # one line on the degradation effect
-    checks: Checks | None  # None with fewer than two depths
-    files: dict[str, Path] = field(default_factory=dict)
-    figures: dict[str, Any] = field(default_factory=dict)  # name -> matplotlib Figure
-    seconds: float = 0.0  # wall time of this call (reused runs cost ~0)
+    checks: Checks | None = None  # None with fewer than two depths
 
     def _repr_html_(self) -> str:
         from reslab.reports import compare_html
@@ -329,21 +262,9 @@ def compare(
     """
     started = time.perf_counter()
     cfg = (replace(cfg, **settings) if cfg is not None else CompareConfig(**settings)).resolve()
-    stream = stream or sys.stderr
-
-    def say(text: str) -> None:
-        if cfg.progress != "off":
-            stream.write(text + "\n")
-            stream.flush()
-
-    from reslab.engine.rundir import RunLock, check_writable
-
-    out = Path(cfg.out)
-    check_writable(out)
-    with contextlib.ExitStack() as hold:
-        if cfg.run_index is None:  # one full sweep per folder at a time; single runs lock their own run only
-            hold.enter_context(RunLock(out, what="compare sweep"))
-        return _sweep(cfg, out, say, on_run, started)
+    return in_sweep_folder(
+        cfg, stream, "compare sweep", lambda out, say: _sweep(cfg, out, say, on_run, started)
+    )
 
 
 def _sweep(cfg: Any, out: Path, say: Any, on_run: OnRun | None, started: float) -> CompareResult:
@@ -356,8 +277,9 @@ def _sweep(cfg: Any, out: Path, say: Any, on_run: OnRun | None, started: float) 
         only=cfg.run_index, on_run=on_run,
     )  # fmt: skip
     if cfg.run_index is not None:  # one run of a distributed sweep: the full call gathers and draws
+        rows = aggregate(records)
         return CompareResult(
-            out, cfg, records, aggregate(records), "", "", None, seconds=time.perf_counter() - started
+            out=out, config=cfg, runs=records, rows=rows, seconds=time.perf_counter() - started
         )
     return _write_outputs(cfg, out, records, time.perf_counter() - started)
 
@@ -382,5 +304,6 @@ def _write_outputs(cfg: Any, out: Path, records: list[RunRecord], seconds: float
     for name, fig in figures.items():
         files[f"{name}.png"] = save_png(fig, out / f"{name}.png")
     return CompareResult(
-        out, cfg, records, rows, table, line, checks(rows), files, figures, round(seconds, 3)
-    )
+        out=out, config=cfg, runs=records, rows=rows, table=table, verdict=line, checks=checks(rows),
+        files=files, figures=figures, seconds=round(seconds, 3),
+    )  # fmt: skip

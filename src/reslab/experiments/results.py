@@ -145,6 +145,22 @@ def markdown_table(rows: Sequence[Row], *, layers_label: str = "layers") -> str:
     return "\n".join(lines) + note + "; training error in eval mode on the whole training split.\n"
 
 
+@dataclass(kw_only=True)
+class SweepResult:
+    """What a sweep returns (:func:`~reslab.experiments.compare`, :func:`~reslab.experiments.ablate`); the
+    same figures are in its ``results.json`` / ``results.md``."""
+
+    out: Path
+    config: Any  # the resolved sweep config: no None left where the preset has a value
+    runs: list[RunRecord]
+    rows: list[Row]  # mean ± std per row of the table
+    table: str = ""  # the Markdown table of results.md ("" for one run of a distributed sweep)
+    verdict: str = ""  # one line: what the sweep shows
+    files: dict[str, Path] = field(default_factory=dict)
+    figures: dict[str, Any] = field(default_factory=dict)  # name -> matplotlib Figure
+    seconds: float = 0.0  # wall time of this call (reused runs cost ~0)
+
+
 @dataclass(frozen=True)
 class Checks:
     """The lecture's claims as yes/no facts, from the seed means (and spreads)."""

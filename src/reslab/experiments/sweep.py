@@ -16,12 +16,14 @@ order (or one per device at a time), and:
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO, TypeVar
 
 from reslab.engine import TrainConfig, train
 from reslab.engine import rundir as rd
@@ -33,6 +35,26 @@ from reslab.settings import fields_of
 
 OnRun = Callable[[RunRecord, str], None]  # (record, "trained" | "resumed" | "reused" | "diverged")
 Say = Callable[[str], None]
+_R = TypeVar("_R")
+
+
+def in_sweep_folder(cfg: Any, stream: TextIO | None, what: str, body: Callable[[Path, Say], _R]) -> _R:
+    """``body(out, say)`` with the sweep's folder checked writable and locked (one full sweep per folder at a
+    time; a single ``--run-index`` run locks its own run directory only); ``say`` writes the sweep's
+    progress lines to ``stream`` (stderr) unless ``cfg.progress`` is "off"."""
+    stream = stream or sys.stderr
+
+    def say(text: str) -> None:
+        if cfg.progress != "off":
+            stream.write(text + "\n")
+            stream.flush()
+
+    out = Path(cfg.out)
+    rd.check_writable(out)
+    with contextlib.ExitStack() as hold:
+        if cfg.run_index is None:
+            hold.enter_context(rd.RunLock(out, what=what))
+        return body(out, say)
 
 
 @dataclass(frozen=True)

@@ -205,7 +205,55 @@ class ResidualDenseBlock(nn.Module):
         return "" if self.branch_scale is None else f"branch_scale={self.branch_scale!r}"
 
 
-class BasicBlock(nn.Module):
+class ResidualUnit(nn.Module):
+    """What every convolutional unit shares: the shortcut path, the ``branch_out`` tap and the addition.
+
+    The skip connection is :meth:`add`: ``h(x) + F(x)`` (``h`` the identity, or option A/B/C's projection
+    where the shape changes, or a shortcut function of He et al. 2016, Fig. 2). A plain twin
+    (``residual=False``) has no shortcut path at all.
+    """
+
+    residual: bool
+    downsample: nn.Module | None
+    modulation: nn.Module | None
+
+    def _init_paths(
+        self,
+        residual: bool,
+        in_planes: int,
+        out_planes: int,
+        stride: int,
+        shortcut: Shortcut,
+        pad: ShortcutPad,
+        *,
+        with_bn: bool = True,
+        variant: ShortcutVariant | None = None,
+    ) -> None:
+        # Called where the subclass registered its shortcut before: parameter order (and so the optimizer's
+        # state in older checkpoints, and the seeded initialisation) is unchanged.
+        self.residual = residual
+        self.downsample = (
+            make_shortcut(in_planes, out_planes, stride, shortcut, with_bn=with_bn, pad=pad)
+            if residual
+            else None
+        )
+        self.modulation = _modulation(variant, residual, in_planes, out_planes, stride)
+        self.branch_out = nn.Identity()
+
+    def shortcut(self, x: torch.Tensor, pre: torch.Tensor | None = None) -> torch.Tensor:
+        """``h(x)``: ``x`` itself, or its projection; a pre-activation unit's projection reads ``pre``."""
+        if self.downsample is None:
+            return x
+        return self.downsample(x if pre is None else _shortcut_input(self.downsample, x, pre))
+
+    def add(self, x: torch.Tensor, identity: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:
+        """The skip connection: ``h(x) + F(x)`` (what follows it, a ReLU or nothing, is the unit's)."""
+        if self.modulation is not None:  # He et al. 2016, Fig. 2(b)-(f): h(x) and F(x) rescaled
+            identity, branch = self.modulation(x, identity, branch)
+        return branch + identity
+
+
+class BasicBlock(ResidualUnit):
     """Two 3x3 convs, post-activation (He et al. 2015, Fig. 2 / Fig. 5 left): ``relu(F(x) + x)``."""
 
     expansion: int = 1
@@ -222,7 +270,6 @@ class BasicBlock(nn.Module):
         variant: ShortcutVariant | None = None,
     ) -> None:
         super().__init__()
-        self.residual = residual
         self.conv1 = conv3x3(in_planes, planes, stride)
         self.bn1 = nn.BatchNorm2d(planes)
         # In place, as torchvision: only on tensors made here (BN outputs, the sum), never on branch_out's
@@ -230,28 +277,22 @@ class BasicBlock(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.conv2 = conv3x3(planes, planes)
         self.bn2 = nn.BatchNorm2d(planes)
-        self.downsample = (
-            make_shortcut(in_planes, planes, stride, shortcut, pad=shortcut_pad) if residual else None
-        )
-        self.modulation = _modulation(variant, residual, in_planes, planes, stride)
-        self.branch_out = nn.Identity()
+        self._init_paths(residual, in_planes, planes, stride, shortcut, shortcut_pad, variant=variant)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C_in, H, W)
-        identity = x if self.downsample is None else self.downsample(x)  # (B, C_out, H', W')
+        identity = self.shortcut(x)  # (B, C_out, H', W')
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))  # F(x): (B, C_out, H', W')
         out = self.branch_out(out)
         if not self.residual:
             return F.relu(out)  # not in place: a hook's saved F(x) must not be overwritten
-        if self.modulation is not None:  # He et al. 2016, Fig. 2(b)-(f): h(x) and F(x) rescaled
-            identity, out = self.modulation(x, identity, out)
-        return self.relu(out + identity)
+        return self.relu(self.add(x, identity, out))  # a[l+2] = g(F(x) + x)
 
     def zero_init_last(self) -> None:
         nn.init.zeros_(self.bn2.weight)
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(ResidualUnit):
     """1x1 reduce, 3x3, 1x1 expand (x4), post-activation (He et al. 2015, Fig. 5 right).
 
     ``stride_in_1x1=True`` puts the stride in the first 1x1 as the paper does (v1); the default puts it in the
@@ -272,7 +313,6 @@ class Bottleneck(nn.Module):
         stride_in_1x1: bool = False,
     ) -> None:
         super().__init__()
-        self.residual = residual
         out_planes = planes * self.expansion
         s1, s3 = (stride, 1) if stride_in_1x1 else (1, stride)
         self.conv1 = conv1x1(in_planes, planes, s1)
@@ -284,26 +324,23 @@ class Bottleneck(nn.Module):
         # In place, as torchvision: only on tensors made here (BN outputs, the sum), never on branch_out's
         # output, which a hook may have saved (the plain twin's last ReLU is out of place, see forward).
         self.relu = nn.ReLU(inplace=True)
-        self.downsample = (
-            make_shortcut(in_planes, out_planes, stride, shortcut, pad=shortcut_pad) if residual else None
-        )
-        self.branch_out = nn.Identity()
+        self._init_paths(residual, in_planes, out_planes, stride, shortcut, shortcut_pad)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C_in, H, W)
-        identity = x if self.downsample is None else self.downsample(x)  # (B, 4*planes, H', W')
+        identity = self.shortcut(x)  # (B, 4*planes, H', W')
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))  # F(x): (B, 4*planes, H', W')
         out = self.branch_out(out)
         if not self.residual:
             return F.relu(out)  # not in place: a hook's saved F(x) must not be overwritten
-        return self.relu(out + identity)
+        return self.relu(self.add(x, identity, out))
 
     def zero_init_last(self) -> None:
         nn.init.zeros_(self.bn3.weight)
 
 
-class PreActBasicBlock(nn.Module):
+class PreActBasicBlock(ResidualUnit):
     """Pre-activation basic block (He et al. 2016, Fig. 1b): ``x + F(x)`` with BN-ReLU-conv inside F.
 
     Nothing follows the addition. A projection shortcut reads the pre-activated input (as in the paper's
@@ -327,35 +364,27 @@ class PreActBasicBlock(nn.Module):
         super().__init__()
         if not 0.0 <= dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {dropout}")
-        self.residual = residual
         self.bn1 = nn.BatchNorm2d(in_planes)
         self.conv1 = conv3x3(in_planes, planes, stride)
         self.bn2 = nn.BatchNorm2d(planes)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()  # no parameters, no keys
         self.conv2 = conv3x3(planes, planes)
         self.relu = nn.ReLU()
-        self.downsample = (
-            make_shortcut(in_planes, planes, stride, shortcut, with_bn=False, pad=shortcut_pad)
-            if residual
-            else None
-        )
-        self.branch_out = nn.Identity()
+        self._init_paths(residual, in_planes, planes, stride, shortcut, shortcut_pad, with_bn=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C_in, H, W)
         pre = self.relu(self.bn1(x))
-        identity = x if self.downsample is None else self.downsample(_shortcut_input(self.downsample, x, pre))
+        identity = self.shortcut(x, pre)
         out = self.conv1(pre)
         out = self.conv2(self.dropout(self.relu(self.bn2(out))))  # F(x): (B, C_out, H', W')
         out = self.branch_out(out)
-        if self.residual:
-            out = out + identity
-        return out
+        return self.add(x, identity, out) if self.residual else out  # x + F(x), nothing after
 
     def zero_init_last(self) -> None:
         nn.init.zeros_(self.conv2.weight)  # no BN ends a pre-activation branch (as timm's zero_init_last)
 
 
-class PreActBottleneck(nn.Module):
+class PreActBottleneck(ResidualUnit):
     """Pre-activation bottleneck (He et al. 2016; ResNet-164/1001 on CIFAR): BN-ReLU before each conv."""
 
     expansion: int = 4
@@ -372,7 +401,6 @@ class PreActBottleneck(nn.Module):
         stride_in_1x1: bool = False,
     ) -> None:
         super().__init__()
-        self.residual = residual
         out_planes = planes * self.expansion
         s1, s3 = (stride, 1) if stride_in_1x1 else (1, stride)
         self.bn1 = nn.BatchNorm2d(in_planes)
@@ -382,23 +410,16 @@ class PreActBottleneck(nn.Module):
         self.bn3 = nn.BatchNorm2d(planes)
         self.conv3 = conv1x1(planes, out_planes)
         self.relu = nn.ReLU()
-        self.downsample = (
-            make_shortcut(in_planes, out_planes, stride, shortcut, with_bn=False, pad=shortcut_pad)
-            if residual
-            else None
-        )
-        self.branch_out = nn.Identity()
+        self._init_paths(residual, in_planes, out_planes, stride, shortcut, shortcut_pad, with_bn=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C_in, H, W)
         pre = self.relu(self.bn1(x))
-        identity = x if self.downsample is None else self.downsample(_shortcut_input(self.downsample, x, pre))
+        identity = self.shortcut(x, pre)
         out = self.conv1(pre)
         out = self.conv2(self.relu(self.bn2(out)))
         out = self.conv3(self.relu(self.bn3(out)))  # F(x): (B, 4*planes, H', W')
         out = self.branch_out(out)
-        if self.residual:
-            out = out + identity
-        return out
+        return self.add(x, identity, out) if self.residual else out
 
     def zero_init_last(self) -> None:
         nn.init.zeros_(self.conv3.weight)

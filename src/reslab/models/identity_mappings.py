@@ -18,14 +18,7 @@ import torch
 from torch import nn
 
 from reslab.errors import ConfigError
-from reslab.models.blocks import (
-    Shortcut,
-    ShortcutPad,
-    _modulation,
-    _shortcut_input,
-    conv3x3,
-    make_shortcut,
-)
+from reslab.models.blocks import ResidualUnit, Shortcut, ShortcutPad, conv3x3
 
 ShortcutKind = Literal["identity", "scaling", "exclusive_gate", "shortcut_gate", "conv1x1", "dropout"]
 SHORTCUT_KINDS: tuple[str, ...] = (
@@ -152,7 +145,7 @@ class ShortcutVariant:
         return None
 
 
-class ReorderedBasicBlock(nn.Module):
+class ReorderedBasicBlock(ResidualUnit):
     """A basic block with its BN and ReLU in one of the orders of He et al. 2016, Fig. 4 (Table 2).
 
     The same components as :class:`BasicBlock` (two 3x3 convs, two BNs, ReLUs), in the order that
@@ -185,7 +178,7 @@ class ReorderedBasicBlock(nn.Module):
         branch, after = PLACEMENTS[placement]
         if after_stem:
             branch = branch[branch.index("conv1") :]
-        self.placement, self.residual = placement, residual
+        self.placement = placement
         self.branch_ops, self.after_ops = branch, after
         self.conv1 = conv3x3(in_planes, planes, stride)
         self.conv2 = conv3x3(planes, planes)
@@ -195,28 +188,22 @@ class ReorderedBasicBlock(nn.Module):
                 self.add_module(bn, nn.BatchNorm2d(in_planes if before_conv1 else planes))
         self.relu = nn.ReLU()
         preact = placement in PREACT_PLACEMENTS
-        self.downsample = (
-            make_shortcut(in_planes, planes, stride, shortcut, with_bn=not preact, pad=shortcut_pad)
-            if residual
-            else None
+        self._init_paths(
+            residual, in_planes, planes, stride, shortcut, shortcut_pad, with_bn=not preact, variant=variant
         )
-        self.modulation = _modulation(variant, residual, in_planes, planes, stride)
-        self.branch_out = nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C_in, H, W)
         start = self.branch_ops.index("conv1")
         pre = x
         for name in self.branch_ops[:start]:  # pre-activation, (d) and (e): (B, C_in, H, W)
             pre = getattr(self, name)(pre)
-        identity = x if self.downsample is None else self.downsample(_shortcut_input(self.downsample, x, pre))
+        identity = self.shortcut(x, pre)
         out = pre
         for name in self.branch_ops[start:]:
             out = getattr(self, name)(out)  # F(x): (B, C_out, H', W')
         out = self.branch_out(out)
         if self.residual:
-            if self.modulation is not None:
-                identity, out = self.modulation(x, identity, out)
-            out = out + identity
+            out = self.add(x, identity, out)
         for name in self.after_ops:  # f: ReLU (a), BN-ReLU (b), nothing (c)-(e)
             out = getattr(self, name)(out)
         return out
