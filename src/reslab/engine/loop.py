@@ -19,11 +19,12 @@ import torch
 from torch import nn
 
 from reslab.data.loader import DeviceLoader, Normalization
-from reslab.engine import distributed, rundir
+from reslab.engine import distributed, finetune, rundir
 from reslab.engine.checkpoint import list_checkpoints, load_latest_checkpoint, save_checkpoint, weights_bytes
 from reslab.engine.config import TrainConfig
 from reslab.engine.evaluation import EvalResult, evaluate_model
 from reslab.engine.guards import FiniteWatch, InterruptGuard, all_finite
+from reslab.engine.loggers import open_loggers
 from reslab.engine.memory import (
     MemoryEstimate,
     available_memory,
@@ -65,6 +66,7 @@ def train(cfg: TrainConfig, *, callback: Callback | None = None, runtime: Runtim
     notes: list[str] = []
     if cfg.resume is not None:
         cfg, _, notes = resume_settings(cfg)
+    cfg = finetune.with_init_kwargs(cfg)  # the build keywords --init-from's weights need
     if runtime is None and distributed.launched_by_torchrun():  # a torchrun worker: join the group first
         with distributed.session(cfg) as rt:
             return _Run(cfg, rt, callback, notes).execute()
@@ -88,10 +90,15 @@ class _Data:
 def _load_data(cfg: TrainConfig, rt: Runtime) -> _Data:
     """The dataset as uint8 tensors on the device; statistics from the train split only."""
     from reslab.data import load_dataset
+    from reslab.engine.feed import streamed_splits
 
+    streamed = streamed_splits(cfg, rt)  # a folder too large for the memory budget: read from disk
+    if streamed is not None:
+        return _Data(**streamed)
     ds = load_dataset(
-        cfg.dataset, cfg.data_dir, download=cfg.download, seed=cfg.split_seed, val_split=cfg.val_split
-    )
+        cfg.dataset, cfg.data_dir, download=cfg.download, seed=cfg.split_seed, val_split=cfg.val_split,
+        image_size=cfg.image_size,
+    )  # fmt: skip
     if ds.train_x.shape[0] < cfg.batch_size:
         raise ConfigError(
             f"--batch-size {cfg.batch_size} exceeds the {ds.train_x.shape[0]} training images of "
@@ -180,6 +187,9 @@ class _Run:
         seed_everything(cfg.seed)
         self.data = _load_data(cfg, rt)
         self.model, self.memory = _build_model(cfg, rt, self.data)
+        started = finetune.load_init(self.model, cfg)  # before the optimizer, DDP and compile see it
+        frozen = finetune.freeze(self.model, cfg.freeze)
+        started += [finetune.describe_freeze(self.model, frozen)] if frozen else []
         if rt.is_main:  # three checkpoints (weights + momentum) exist for a moment, plus the run's weights
             param_bytes = sum(p.numel() * p.element_size() for p in self.model.parameters())
             rundir.check_free_space(self.run_dir, 8 * param_bytes + 2**20)
@@ -189,15 +199,15 @@ class _Run:
         self.plan: LrPlan = make_plan(
             cfg, total=self.total, steps_per_epoch=self.steps_per_epoch, depth=depth
         )
-        self.notes = notes + self.plan.notes(cfg)
+        self.notes = notes + started + self.plan.notes(cfg)
         self.fwd = torch.compile(self.model) if cfg.compile else self.model  # evaluation: each rank's shard
         opt = make_sgd(
-            self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+            finetune.param_groups(self.model, cfg), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
             weight_decay=cfg.weight_decay,
         )  # fmt: skip
         self.state = StepState(
             forward=distributed.wrap_ddp(self.fwd, rt) if rt.world_size > 1 else self.fwd,
-            params=list(self.model.parameters()),
+            params=finetune.trainable(self.model),
             optimizer=opt,
             runtime=rt,
             watch=FiniteWatch(rt.device),
@@ -211,6 +221,10 @@ class _Run:
             self._restore()
         if rt.is_main:
             self._write_config()
+        self.loggers = open_loggers(
+            cfg.logger, self.run_dir, history=self.history, iteration=self.it, config=cfg.to_dict(),
+            is_main=rt.is_main,
+        )  # fmt: skip
 
     # --- phases before the loop
     def _restore(self) -> None:
@@ -281,6 +295,7 @@ class _Run:
             raise oom_error(cfg.batch_size, rt.device, cfg.activation_checkpointing) from None
         finally:
             self.progress.close()
+            self.loggers.close()
         return self._finish()
 
     def _steps(self, guard: InterruptGuard) -> None:
@@ -337,6 +352,7 @@ class _Run:
             # The line before the checkpoint: a crash between the two leaves a line past the last
             # checkpoint, which resume drops and redoes; the other order would lose this line for good.
             rundir.append_jsonl(self.run_dir / rundir.METRICS, metrics)
+            self.loggers.log(metrics)  # --logger: tensorboard, csv, wandb
         self._checkpoint()
         self.progress.log(metrics)
         if self.callback is not None:
