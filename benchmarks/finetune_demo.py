@@ -103,10 +103,11 @@ def main() -> None:
     )  # fmt: skip
     start = train(ft_cfg.with_changes(freeze="layer4", head_lr=0.0, iterations=1, out=str(out / "start")))
     tuned = train(ft_cfg)
-    scratch = train(
-        TrainConfig(dataset=f"folder:{target}", batch_size=16, epochs=15, out=str(out / "scratch"), **common)
-    )
-    for name, r in (("start (frozen, new head)", start), ("fine-tuned", tuned), ("from scratch", scratch)):
+    scratch_cfg = TrainConfig(dataset=f"folder:{target}", batch_size=16, epochs=15, **common)
+    scratch = train(scratch_cfg.with_changes(out=str(out / "scratch")))  # the default lr, 0.1
+    slow = train(scratch_cfg.with_changes(lr=0.01, out=str(out / "scratch-lr0.01")))
+    runs = [("start (frozen, new head)", start), ("fine-tuned", tuned)]
+    for name, r in [*runs, ("from scratch, lr 0.1", scratch), ("from scratch, lr 0.01", slow)]:
         print(
             f"{name}: train loss {r.final_train_loss:.4f}, train error {r.final_train_error:.2%}, "
             f"test loss {r.final_test_loss:.4f}, test error {r.final_test_error:.2%}, {r.seconds:.1f} s"

@@ -370,7 +370,7 @@ def _draw_depth_lines(
 
 @styled
 def run_curves_figure(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]]) -> Figure:
-    """Error (left, %) and loss (right) against iterations of each ``(label, metrics.jsonl records)``.
+    """Error (left, %) and loss (right, log scale) against iterations of each ``(label, metrics.jsonl records)``.
 
     Training figures dashed (train mode, averaged over each evaluation interval, label-smoothed loss), test
     figures solid; one colour per run.
@@ -391,7 +391,8 @@ def run_curves_figure(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]]) -> F
                     linewidth=1.0 if split == "train" else 2.0, label=f"{label} ({split})",
                 )  # fmt: skip
     ax_err.set(xlabel="iterations (optimizer steps)", ylabel="error (%)", title="error")
-    ax_loss.set(xlabel="iterations (optimizer steps)", ylabel="cross-entropy", title="loss")
+    # log scale: a loss spike early in training (eval-mode BN on a fresh net) would flatten the rest
+    ax_loss.set(xlabel="iterations (optimizer steps)", ylabel="cross-entropy", title="loss", yscale="log")
     for ax in (ax_err, ax_loss):
         ax.set_xlim(left=0)
     ax_err.legend(fontsize=8)
