@@ -239,3 +239,14 @@ def test_studies_are_functions_with_results(tiny_run: Path, tmp_path: Path) -> N
     assert r.files["responses.png"].is_file() and "resnet8" in str(r.profiles[0].model_name)
     with pytest.raises(TypeError):
         reslab.gradients(models=("resmlp4",), no_such_setting=1)
+
+
+def test_compare_reads_a_config_file_and_prints_its_settings(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "sweep.yaml"
+    path.write_text("family: mlp\ndepths: [1, 4]\nepochs: 2\nlr: 0.05\n")
+    assert exit_code(["compare", "--config", str(path), "--seeds", "2", "--print-config"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert (printed["family"], printed["depths"], printed["seeds"], printed["lr"]) == ("mlp", [1, 4], 2, 0.05)
+    path.write_text("famly: mlp\n")
+    assert exit_code(["compare", "--config", str(path)]) == 2
+    assert "unknown key 'famly'; did you mean 'family'?" in one_line_error(capsys)

@@ -211,8 +211,19 @@ def test_resolve_fills_the_preset() -> None:
     assert (t.iterations, t.val_split, t.schedule) == (64_000, 5000, "step")
     mlp = CompareConfig(family="mlp", model_kwargs={"norm": "batch"}).resolve()
     t = mlp.train_config("plainmlp4", seed=0, out="x")
-    assert t.model_kwargs == {"norm": "batch"} and t.lr == 0.1  # the same recipe as the conv nets
+    assert mlp.depths == (1, 4, 16, 64, 500) and t.lr == 0.1  # the same recipe as the conv nets
+    assert t.model_kwargs == {"branch_scale": "rezero", "norm": "batch"}  # the user's options merged in
+    assert (t.precision, t.num_threads) == ("fp32", 1)  # tiny matrices: one thread, no bf16
     assert replace(cfg, family="cifar", depths=(50,)).resolve()  # 6n+2 that is also an ImageNet depth
+
+
+def test_the_deep_preset() -> None:
+    deep = CompareConfig(preset="deep").resolve()
+    assert (deep.depths, deep.seeds, deep.devices, deep.epochs) == ((20, 56, 110), 2, ("cpu", "cpu"), 8)
+    t = deep.train_config("plain110", seed=1, out="x")
+    assert t.model_kwargs == {"widen": 0.25} and t.batch_size == 128 and t.seed == 1
+    assert CompareConfig(preset="deep", devices=("cpu",)).resolve().devices == ("cpu",)  # given wins
+    assert CompareConfig(preset="deep", seeds=3).resolve().seeds == 3
 
 
 def record(kind: str, depth: int, train_error: float, seed: int = 0) -> RunRecord:
@@ -230,6 +241,15 @@ def test_checks_and_verdict_on_known_numbers() -> None:
     flat += [record("residual", 56, 0.004)]
     assert checks(aggregate(flat)).plain_rises is False  # type: ignore[union-attr]
     assert "no clear degradation" in verdict(aggregate(flat))
+    # the lecture's claim (2), beyond the seed spread: the deep preset's measured figures
+    deep = [record("plain", 20, e, s) for s, e in enumerate((0.0101, 0.0211))]
+    deep += [record("residual", 20, e, s) for s, e in enumerate((0.0085, 0.0145))]
+    deep += [record("plain", 110, e, s) for s, e in enumerate((0.87, 0.81))]
+    deep += [record("residual", 110, e, s) for s, e in enumerate((0.0015, 0.0025))]
+    c = checks(aggregate(deep))
+    assert c is not None and c.plain_rises and c.residual_improves and c.residual_tenth
+    assert "Residual training error falls with depth" in verdict(aggregate(deep))
+    assert "does not fall with depth" in verdict(rows)  # 0.25% -> 0.4%
     s = Stat.of([0.01, 0.03])
     assert s.mean == pytest.approx(0.02) and s.std == pytest.approx(0.0141421356) and s.pct() == "2.00 ± 1.41"
 
@@ -252,15 +272,15 @@ def test_devices_runs_one_run_per_device_then_reuses(tmp_path: Path) -> None:
 DIVERGE = [
     "--family", "mlp", "--depths", "1,16", "--dataset", "synthetic:1x12x12", "--iterations", "8",
     "--batch-size", "64", "--eval-every", "4", "--lr", "3", "--warmup-epochs", "0", "--device", "cpu",
-    "--precision", "fp32", "--num-threads", "1", "--progress", "off",
+    "--precision", "fp32", "--num-threads", "1", "--progress", "off", "--model-kwargs", "branch_scale=null",
 ]  # fmt: skip
 
 
 def test_a_run_that_diverges_is_a_result_not_a_crash(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # lr 3 on a 16-block residual MLP without normalisation: its activations blow up within a few steps, while
-    # the plain twins (whose signal shrinks) and the 1-block nets train.
+    # lr 3 on a 16-block residual MLP of the lecture's equations (no ReZero scalar, no normalisation): its
+    # activations blow up within a few steps, while the plain twins (whose signal shrinks) and 1 block train.
     out = tmp_path / "sweep"
     assert exit_code(["compare", *DIVERGE, "--out", str(out)]) == 0
     printed = capsys.readouterr().out
@@ -280,7 +300,7 @@ def test_a_run_that_diverges_is_a_result_not_a_crash(
     cfg = CompareConfig(
         family="mlp", depths=(1, 16), dataset="synthetic:1x12x12", iterations=8, batch_size=64,
         eval_every=4, lr=3.0, warmup_epochs=0.0, device="cpu", precision="fp32", num_threads=1,
-        progress="off", out=str(out),
+        progress="off", out=str(out), model_kwargs={"branch_scale": None},
     )  # fmt: skip
     compare(cfg, on_run=lambda r, how: seen.append((r.model, how)))
     assert dict(seen)["resmlp16"] == "reused" and dict(seen)["plainmlp16"] == "reused"
@@ -338,3 +358,14 @@ def test_a_run_index_outside_the_sweep_is_one_line(
 ) -> None:
     assert exit_code(["compare", *FLAGS, "--out", str(tmp_path / "x"), "--run-index", "4"]) == 2
     assert "outside this sweep's runs 0..3" in capsys.readouterr().err
+
+
+def test_a_run_with_a_corrupt_config_is_named_not_silently_retrained(
+    done: Path, tmp_path: Path, capsys
+) -> None:
+    out = copy_of(done, tmp_path)
+    (out / "resnet8-s0" / "config.json").write_text('{"config": {"lr": "fast"}, "data": {}}')
+    assert exit_code(["compare", *FLAGS, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "resnet8-s0" in err and "delete" in err
+    assert (out / "resnet8-s0" / "summary.json").is_file()  # nothing deleted

@@ -66,7 +66,7 @@ def _hostile(tmp_path: Path, kind: str) -> Path:
     ],
 )
 def test_read_bounded_refuses_without_blocking(tmp_path: Path, no_hang: None, kind: str, said: str) -> None:
-    from reslab.data.files import read_bounded
+    from reslab.files import read_bounded
 
     p = _hostile(tmp_path, kind)
     with pytest.raises(DataError) as err:
@@ -75,7 +75,7 @@ def test_read_bounded_refuses_without_blocking(tmp_path: Path, no_hang: None, ki
 
 
 def test_read_bounded_reads_regular_files_and_links_to_them(tmp_path: Path) -> None:
-    from reslab.data.files import read_bounded, read_text_bounded
+    from reslab.files import read_bounded, read_text_bounded
 
     f = tmp_path / "config.json"
     f.write_text('{"lr": 0.1}')

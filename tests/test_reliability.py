@@ -206,7 +206,7 @@ def test_out_of_memory_is_one_line_with_the_fixes_and_keeps_the_checkpoint(
 def test_a_run_that_cannot_fit_is_refused_before_the_first_step(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import reslab.engine.loop as engine
+    import reslab.engine.setup as engine
 
     monkeypatch.setattr(engine, "available_memory", lambda device: 2**20)  # 1 MiB free
     assert main(["train", *TINY, "--out", str(tmp_path / "r")]) == 2

@@ -11,6 +11,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "reslab"
 # Lower layers never import higher ones: models/data -> engine -> experiments/analysis -> cli.
 LAYER = {
     "errors": 0,
+    "files": 0,
     "settings": 0,
     "version": 0,
     "resources": 0,

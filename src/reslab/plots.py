@@ -370,7 +370,7 @@ def _draw_depth_lines(
 
 @styled
 def run_curves_figure(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]]) -> Figure:
-    """Error (left, %) and loss (right, log scale) against iterations of each ``(label, metrics.jsonl records)``.
+    """Error (left, %) and loss (right, log scale) against iterations of each ``(label, metrics records)``.
 
     Training figures dashed (train mode, averaged over each evaluation interval, label-smoothed loss), test
     figures solid; one colour per run.

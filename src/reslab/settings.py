@@ -13,8 +13,6 @@ import dataclasses
 import difflib
 import functools
 import json
-import os
-import stat
 import sys
 import types
 import typing
@@ -23,10 +21,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from reslab.errors import ConfigError
+from reslab.files import MAX_JSON_BYTES, read_text_bounded
 
 Resume = Literal["frozen", "inherit", "session"]
 CONFIG_SUFFIXES = (".json", ".yaml", ".yml", ".toml")
-MAX_CONFIG_BYTES = 1 << 20  # a config file is a few KiB; refuse anything that could exhaust memory
 
 
 def setting(
@@ -205,7 +203,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     A run's ``config.json`` (settings under ``"config"`` beside data facts and versions) gives its settings.
     """
     path = Path(path).expanduser()
-    text = read_small_text(path, MAX_CONFIG_BYTES, what="config file")
+    text = read_text_bounded(path, MAX_JSON_BYTES, "config file", error=ConfigError)
     suffix = path.suffix.lower()
     try:
         if suffix in (".yaml", ".yml"):
@@ -239,38 +237,6 @@ def _toml() -> Any:
     import tomli
 
     return tomli
-
-
-def read_small_text(path: Path, max_bytes: int, *, what: str) -> str:
-    """The UTF-8 text of a regular file of at most ``max_bytes``; never blocks on a FIFO or follows /dev.
-
-    One-line ConfigError naming the file for: missing, not a regular file (directory, FIFO, device, a link
-    to one), too large, not UTF-8.
-    """
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise ConfigError(f"{what} {path} does not exist") from None
-    except OSError as err:
-        raise ConfigError(f"cannot read {what} {path}: {err.strerror or err}") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise ConfigError(f"{what} {path} is not a regular file; give a file")
-    if st.st_size > max_bytes:
-        raise ConfigError(
-            f"{what} {path} is {st.st_size:,} bytes, more than {max_bytes:,}; is it the right file?"
-        )
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-        with os.fdopen(fd, "rb") as f:
-            data = f.read(max_bytes + 1)
-    except OSError as err:
-        raise ConfigError(f"cannot read {what} {path}: {err.strerror or err}") from None
-    if len(data) > max_bytes:
-        raise ConfigError(f"{what} {path} is larger than {max_bytes:,} bytes; is it the right file?")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ConfigError(f"{what} {path} is not UTF-8 text") from None
 
 
 def overrides_class(

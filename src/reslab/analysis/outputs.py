@@ -5,16 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from reslab.engine.rundir import strict_json
+from reslab.engine.rundir import check_writable, strict_json
 from reslab.errors import ConfigError
 
 
 def out_dir(path: str | Path) -> Path:
-    """Create ``path`` (and parents) if needed; a file in the way is a ConfigError."""
+    """Create ``path`` (and parents) if needed and prove it takes a file: a file in the way, a read-only
+    place or a read-only working directory is a one-line ConfigError, not a traceback after the work."""
     p = Path(path).expanduser()
     if p.exists() and not p.is_dir():
         raise ConfigError(f"--out {p} is a file; pass a directory")
-    p.mkdir(parents=True, exist_ok=True)
+    check_writable(p)
     return p
 
 

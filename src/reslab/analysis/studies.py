@@ -134,7 +134,28 @@ def _config(cls: type, cfg: Any, settings: dict[str, Any]) -> Any:
 def _subjects(cfg: _StudyConfig, entries: list[str]) -> tuple[Any, list[Subject], Path]:
     ds = open_dataset(cfg.dataset, entries, cfg.data_dir, download=cfg.download)
     subjects = load_subjects(entries, ds, seed=cfg.seed, model_kwargs=cfg.model_kwargs)
+    for s in subjects:
+        _check_memory(s, ds, cfg.batch_size)
     return ds, subjects, out_dir(cfg.out)
+
+
+def _check_memory(s: Subject, ds: Any, batch_size: int) -> None:
+    """Refuse a batch whose forward and backward would not fit in host memory, before any work (an upper
+    bound for the forward-only studies); MLPs run in float64 here, twice the bytes."""
+    from reslab.engine.memory import estimate_training_memory
+    from reslab.models import build_model
+    from reslab.resources import check_host_memory
+
+    def twin() -> Any:
+        return build_model(
+            s.model_name, num_classes=ds.num_classes, input_shape=ds.image_shape, **s.model_kwargs
+        )
+
+    est = estimate_training_memory(twin, ds.image_shape, batch_size)
+    if est is not None:
+        scale = 2 if s.family == "mlp" else 1
+        fix = "use a smaller --batch-size (or --samples)"
+        check_host_memory(scale * est.total, what=f"{s.label} at batch {batch_size}", fix=fix)
 
 
 def _write(out: Path, name: str, data: dict[str, Any], figure: Any) -> tuple[dict[str, Path], dict[str, Any]]:

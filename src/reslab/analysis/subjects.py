@@ -7,7 +7,7 @@ the dataset's channel statistics). :func:`load_subjects` turns them into :class:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ class Subject:
     trained: bool  # False: a fresh model at initialisation
     norm: Normalization  # applied to uint8 images before the model
     source: str  # the run directory, or "fresh (at initialisation)"
+    model_kwargs: dict[str, Any] = field(default_factory=dict)  # build_model options it was built with
 
 
 def _is_run(entry: str) -> bool:
@@ -96,8 +97,10 @@ def _trained(entry: str, ds: ArrayDataset) -> Subject:
         )
     spec = model_info(info.config.model)
     label = path.name if path.is_dir() else path.stem
-    name = info.config.model
-    return Subject(label, name, model, spec.residual, spec.depth, spec.family, True, info.norm, str(path))
+    name, kwargs = info.config.model, dict(info.config.model_kwargs)
+    return Subject(
+        label, name, model, spec.residual, spec.depth, spec.family, True, info.norm, str(path), kwargs
+    )
 
 
 def _fresh(entry: str, ds: ArrayDataset, seed: int, kwargs: dict[str, Any], norm: Normalization) -> Subject:
@@ -107,7 +110,9 @@ def _fresh(entry: str, ds: ArrayDataset, seed: int, kwargs: dict[str, Any], norm
     torch.manual_seed(seed)  # the same seed gives plain and residual twins comparable draws
     model = build_model(entry, num_classes=ds.num_classes, input_shape=ds.image_shape, **kwargs)
     fresh = "fresh (at initialisation)"
-    return Subject(entry, entry, model, spec.residual, spec.depth, spec.family, False, norm, fresh)
+    return Subject(
+        entry, entry, model, spec.residual, spec.depth, spec.family, False, norm, fresh, dict(kwargs)
+    )
 
 
 def split_entries(values: list[str]) -> list[str]:

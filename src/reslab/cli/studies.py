@@ -89,7 +89,7 @@ def run_compare(args: argparse.Namespace) -> int:
 
     cfg = build(CompareConfig, {**from_file(args, CompareConfig), **given(args, CompareConfig)})
     if args.print_config:
-        print(as_json(cfg.resolve()))
+        print(as_json(cfg.resolve().effective()))
         return 0
     if args.list_runs:
         resolved = cfg.resolve()

@@ -14,6 +14,7 @@ FAMILY_NOTES: dict[str, str] = {
     "mlp": "dense blocks (the lecture), 784 -> 64 wide -> 10",
     "cifar": "CIFAR basic blocks, 6n+2, option A (He et al. 2015, sec. 4.2)",
     "cifar_preact": "CIFAR pre-activation bottlenecks, 9n+2 (He et al. 2016)",
+    "wrn": "Wide ResNets WRN-d-k, 6n+4, pre-activation, k x 16/32/64 channels (Zagoruyko & Komodakis 2016)",
     "imagenet": "ImageNet, option B, v1.5 (He et al. 2015, Table 1; torchvision keys)",
 }
 

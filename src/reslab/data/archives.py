@@ -38,8 +38,8 @@ from collections.abc import Collection
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from reslab.data.files import GiB, MiB, free_disk_bytes, open_regular
 from reslab.errors import DataError
+from reslab.files import GiB, MiB, free_disk_bytes, open_regular
 
 DEFAULT_MAX_BYTES = 1 * GiB  # total size of all members once unpacked, when the caller knows no better
 DEFAULT_MAX_MEMBERS = 1000  # the official dataset archives hold 8 to 9 members

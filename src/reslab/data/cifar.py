@@ -16,10 +16,10 @@ import numpy as np
 from reslab.data.archives import safe_extract
 from reslab.data.arrays import to_dataset
 from reslab.data.download import fetch_dataset
-from reslab.data.files import MAX_CIFAR_BATCH_BYTES, MAX_META_BYTES, MiB, read_bounded, read_text_bounded
 from reslab.data.safety import safe_unpickle
 from reslab.data.types import ArrayDataset
 from reslab.errors import DataError
+from reslab.files import MAX_CIFAR_BATCH_BYTES, MAX_META_BYTES, MiB, read_bounded, read_text_bounded
 from reslab.resources import check_host_memory
 
 CIFAR10_CLASSES = [

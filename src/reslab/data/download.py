@@ -36,8 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from reslab.data.files import GiB, free_disk_bytes
 from reslab.errors import DataError
+from reslab.files import GiB, free_disk_bytes
 
 MIRROR_ENV = "RESLAB_MIRROR"
 RETRIES = 3  # attempts per URL before moving to the next mirror

@@ -19,9 +19,9 @@ import numpy as np
 
 from reslab.data.arrays import to_dataset
 from reslab.data.download import fetch_dataset
-from reslab.data.files import MAX_IDX_BYTES, open_regular
 from reslab.data.types import ArrayDataset
 from reslab.errors import DataError
+from reslab.files import MAX_IDX_BYTES, open_regular
 from reslab.resources import check_host_memory
 
 MNIST_CLASSES = [str(i) for i in range(10)]

@@ -3,7 +3,7 @@
 One reader means one set of guards and one conversion, so an image gives the same pixels in training and at
 prediction:
 
-- **the file**: a regular file of at most :data:`~reslab.data.files.MAX_IMAGE_BYTES`, opened once (a
+- **the file**: a regular file of at most :data:`~reslab.files.MAX_IMAGE_BYTES`, opened once (a
   directory, a FIFO, a device or a link to ``/dev/zero`` is a one-line error, never a hang or endless read);
 - **the format**: PNG or JPEG only, so no rarely used decoder ever sees untrusted bytes;
 - **the size**: taken from the header and refused above :data:`MAX_PIXELS` *before* decoding, and PIL's own
@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from reslab.data.files import MAX_IMAGE_BYTES, open_regular
 from reslab.errors import DataError
+from reslab.files import MAX_IMAGE_BYTES, open_regular
 
 FORMATS = ("PNG", "JPEG")  # what PIL may try; extend here to accept more formats everywhere at once
 SUFFIXES = (".png", ".jpg", ".jpeg")

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from reslab.data.archives import safe_extract
-from reslab.data.files import MAX_CIFAR_BATCH_BYTES, read_bounded
 from reslab.errors import DataError
+from reslab.files import MAX_CIFAR_BATCH_BYTES, read_bounded
 
 __all__ = ["safe_extract", "safe_unpickle"]
 

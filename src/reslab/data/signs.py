@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 
 from reslab.data.arrays import to_dataset
-from reslab.data.files import MAX_HDF5_BYTES, open_regular
 from reslab.data.types import ArrayDataset
 from reslab.errors import DataError
+from reslab.files import MAX_HDF5_BYTES, open_regular
 
 FILES = {"train": "train_signs.h5", "test": "test_signs.h5"}
 _MAX_ELEMENTS = 1 << 31

@@ -32,6 +32,8 @@ from reslab.engine.rundir import (
     storage_error,
 )
 from reslab.errors import CheckpointError
+from reslab.files import MAX_JSON_BYTES, read_bounded, read_text_bounded
+from reslab.models.weights import MAX_WEIGHTS_BYTES, WEIGHTS_CHECKSUM, tensor_data_sha256
 
 STATE = "state.pt"
 MANIFEST = "manifest.json"
@@ -39,9 +41,11 @@ KEEP = 2  # the newest may be the one a crash or a bad disk broke
 
 
 def weights_bytes(model: torch.nn.Module) -> bytes:
-    """safetensors bytes of the model's parameters and buffers (CPU, contiguous: NCHW on disk)."""
+    """safetensors bytes of the model's parameters and buffers (CPU, contiguous: NCHW on disk), carrying the
+    SHA-256 of their data in the header (``reslab_sha256``): the run's top-level ``model.safetensors`` has
+    no manifest beside it, so a flipped bit there is caught by this checksum when it is read back."""
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    return st_save(state)
+    return st_save(state, metadata={WEIGHTS_CHECKSUM: tensor_data_sha256(st_save(state))})
 
 
 def _pt_bytes(obj: Any) -> bytes:
@@ -105,10 +109,13 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
 
 
 def _read_verified(path: Path, expected: dict[str, Any] | None) -> bytes:
+    """A checkpoint file, read only up to the size its manifest gives, and checked against its SHA-256."""
+    size = expected.get("bytes") if expected is not None else None
+    cap = size if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else MAX_WEIGHTS_BYTES
     try:
-        data = path.read_bytes()
-    except OSError as err:
-        raise CheckpointError(f"cannot read checkpoint file {path}: {err.strerror}") from None
+        data = read_bounded(path, cap, "checkpoint file", error=CheckpointError)
+    except CheckpointError as err:
+        raise CheckpointError(f"{err}; the checkpoint is truncated or corrupted") from None
     if expected is not None and (
         len(data) != expected.get("bytes") or hashlib.sha256(data).hexdigest() != expected.get("sha256")
     ):
@@ -119,13 +126,16 @@ def _read_verified(path: Path, expected: dict[str, Any] | None) -> bytes:
 def load_checkpoint(ckpt: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(weights, training state) of one checkpoint directory; CheckpointError names the broken file."""
     try:
-        manifest = json.loads((ckpt / MANIFEST).read_text())["files"]
+        manifest = json.loads(
+            read_text_bounded(ckpt / MANIFEST, MAX_JSON_BYTES, "manifest", error=CheckpointError)
+        )
+        manifest = manifest["files"]
         # Every file needs its size and checksum: an entry that is absent must not skip verification.
         for name in (WEIGHTS, STATE):
             entry = manifest[name]
             if not (isinstance(entry["bytes"], int) and isinstance(entry["sha256"], str)):
                 raise TypeError(name)
-    except (OSError, ValueError, KeyError, TypeError, IndexError):
+    except (CheckpointError, OSError, ValueError, KeyError, TypeError, IndexError):
         raise CheckpointError(f"checkpoint manifest {ckpt / MANIFEST} is missing or corrupted") from None
     weights = _parse_safetensors(_read_verified(ckpt / WEIGHTS, manifest.get(WEIGHTS)), ckpt / WEIGHTS)
     state = _parse_pt(_read_verified(ckpt / STATE, manifest.get(STATE)), ckpt / STATE)

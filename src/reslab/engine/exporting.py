@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from reslab.data.loader import Normalization
-from reslab.engine.rundir import atomic_write
+from reslab.engine.rundir import CKPT_DIR, CONFIG, LOCK, RUN_FILES, atomic_write
 from reslab.engine.runs import RunInfo, load_run
 from reslab.errors import ConfigError
 
@@ -54,6 +54,16 @@ class Uint8Input(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(images.float() * self.scale + self.shift)
+
+
+def _refuse_run_file(target: Path) -> None:
+    """An export never replaces a file a run directory lives by (its config, weights, checkpoints...)."""
+    parent = target.resolve().parent
+    in_checkpoints = any((p / CONFIG).is_file() for p in parent.parents if p.name != CKPT_DIR) and (
+        CKPT_DIR in parent.parts
+    )
+    if in_checkpoints or ((parent / CONFIG).is_file() and target.name in (*RUN_FILES, LOCK)):
+        raise ConfigError(f"--out {target} is a file of the run itself; choose another name, e.g. model.pt2")
 
 
 @dataclass(frozen=True)
@@ -173,6 +183,7 @@ def export_run(
         raise ConfigError(ONNX_HINT)
     model, info = load_run(run, device="cpu")
     target = Path(out) if out else info.weights.parent / f"model{SUFFIXES[format]}"
+    _refuse_run_file(target)
     if target.exists() and not overwrite:
         raise ConfigError(f"{target} already exists; use --overwrite or another --out")
     if not target.parent.is_dir():

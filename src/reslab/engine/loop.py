@@ -8,17 +8,16 @@ read at evaluation points (every ``eval_every`` steps), where metrics are logged
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
-from reslab.data.loader import DeviceLoader, Normalization
+from reslab.data.loader import DeviceLoader
 from reslab.engine import distributed, finetune, rundir
 from reslab.engine.checkpoint import list_checkpoints, load_latest_checkpoint, save_checkpoint, weights_bytes
 from reslab.engine.config import TrainConfig
@@ -26,13 +25,8 @@ from reslab.engine.evaluation import EvalResult, evaluate_model
 from reslab.engine.guards import FiniteWatch, InterruptGuard, all_finite
 from reslab.engine.loggers import open_loggers
 from reslab.engine.memory import (
-    MemoryEstimate,
-    available_memory,
-    check_fits,
-    estimate_training_memory,
     is_out_of_memory,
     oom_error,
-    return_freed_memory_promptly,
 )
 from reslab.engine.progress import Progress
 from reslab.engine.resume import resume_settings
@@ -46,8 +40,9 @@ from reslab.engine.runtime import (
     set_rng_state,
 )
 from reslab.engine.schedule import LrPlan, lr_at, make_plan
+from reslab.engine.setup import build_model_for, load_data, open_run_dir
 from reslab.engine.step import Interval, NonFiniteStep, StepState, train_step
-from reslab.errors import CheckpointError, ConfigError, DivergedError
+from reslab.errors import CheckpointError, DivergedError
 
 Callback = Callable[[dict[str, Any]], None]
 
@@ -73,103 +68,6 @@ def train(cfg: TrainConfig, *, callback: Callback | None = None, runtime: Runtim
     return _Run(cfg, runtime or resolve_runtime(cfg), callback, notes).execute()
 
 
-@dataclass
-class _Data:
-    """The splits on the device and what config.json records about them."""
-
-    train: DeviceLoader  # shuffled, augmented, this rank's shard of every global batch
-    eval_train: DeviceLoader  # the whole train split, in order, no augmentation (the paper's training error)
-    eval_test: DeviceLoader
-    norm: Normalization
-    augment: str
-    classes: list[str]
-    image_shape: tuple[int, int, int]
-    source: str
-
-
-def _load_data(cfg: TrainConfig, rt: Runtime) -> _Data:
-    """The dataset as uint8 tensors on the device; statistics from the train split only."""
-    from reslab.data import load_dataset
-    from reslab.engine.feed import streamed_splits
-
-    streamed = streamed_splits(cfg, rt)  # a folder too large for the memory budget: read from disk
-    if streamed is not None:
-        return _Data(**streamed)
-    ds = load_dataset(
-        cfg.dataset, cfg.data_dir, download=cfg.download, seed=cfg.split_seed, val_split=cfg.val_split,
-        image_size=cfg.image_size,
-    )  # fmt: skip
-    if ds.train_x.shape[0] < cfg.batch_size:
-        raise ConfigError(
-            f"--batch-size {cfg.batch_size} exceeds the {ds.train_x.shape[0]} training images of "
-            f"{cfg.dataset}; use a smaller --batch-size"
-        )
-    norm = Normalization.from_dataset(ds, cfg.normalize)
-    augment = ds.augment if cfg.augment == "auto" else cfg.augment
-    common: dict[str, Any] = dict(
-        batch_size=cfg.batch_size, norm=norm, device=rt.device, channels_last=rt.channels_last
-    )
-    shard = dict(rank=rt.rank, world_size=rt.world_size)
-    train = DeviceLoader(
-        ds.train_x,
-        ds.train_y,
-        shuffle=True,
-        augment=augment,
-        seed=cfg.seed,
-        drop_last=True,
-        **common,
-        **shard,
-    )
-    # Evaluation loaders share the device copies; under DDP each rank evaluates a disjoint shard.
-    return _Data(
-        train=train,
-        eval_train=DeviceLoader(train.images, train.labels, **common, **shard),
-        eval_test=DeviceLoader(ds.test_x, ds.test_y, **common, **shard),
-        norm=norm,
-        augment=augment,
-        classes=list(ds.classes),
-        image_shape=ds.image_shape,
-        source=ds.source,
-    )
-
-
-def _build_model(cfg: TrainConfig, rt: Runtime, data: _Data) -> tuple[nn.Module, MemoryEstimate | None]:
-    """The model on the device, after refusing a batch that cannot fit (a CPU run past RAM dies silently)."""
-    from reslab.models import build_model
-
-    def build() -> nn.Module:
-        kwargs = {"activation_checkpointing": cfg.activation_checkpointing, **cfg.model_kwargs}
-        return build_model(cfg.model, num_classes=len(data.classes), input_shape=data.image_shape, **kwargs)
-
-    if cfg.activation_checkpointing and rt.device.type == "cpu":
-        return_freed_memory_promptly()
-    model = build()
-    per_rank = max(cfg.batch_size // rt.world_size, 1)
-    mem = estimate_training_memory(build, data.image_shape, per_rank, amp_dtype=rt.amp_dtype)
-    quiet = None if rt.is_main else (lambda _: None)
-    check_fits(
-        mem, available_memory(rt.device), batch_size=cfg.batch_size, device=rt.device,
-        checkpointing=cfg.activation_checkpointing, warn=quiet,
-    )  # fmt: skip
-    model = model.to(
-        rt.device, memory_format=torch.channels_last if rt.channels_last else torch.preserve_format
-    )
-    if rt.world_size > 1:  # SyncBatchNorm swap (--sync-bn) before the optimizer sees the parameters
-        model = distributed.prepare_model(model, rt, sync_bn=cfg.sync_bn)
-    return model, mem
-
-
-def _open_run_dir(cfg: TrainConfig, *, is_main: bool = True) -> tuple[Path, None]:
-    """The run directory: the resumed one, or a new one (refused when it holds a run, unless overwrite)."""
-    if cfg.resume is not None:
-        run = Path(cfg.resume).expanduser()
-        if is_main:
-            rundir.check_writable(run)
-        return run, None
-    out = Path(cfg.out).expanduser() if cfg.out else rundir.default_run_dir(cfg.model, cfg.dataset)
-    return (rundir.prepare_new_run_dir(out, overwrite=cfg.overwrite) if is_main else out), None
-
-
 class _Run:
     """One training session of a run: the phases of :func:`train` and the state they share."""
 
@@ -177,29 +75,43 @@ class _Run:
         from reslab.models import model_info
 
         self.cfg, self.rt, self.callback = cfg, rt, callback
-        depth = model_info(cfg.model).depth  # ConfigError for an unknown model, before any loading
-        if rt.world_size > 1:  # rank 0 picks (and creates) the run directory, the others are told
-            self.run_dir, _ = distributed.agree_run_dir(cfg, rt, _open_run_dir)
-        else:
-            self.run_dir, _ = _open_run_dir(cfg, is_main=rt.is_main)
+        self.depth = model_info(cfg.model).depth  # ConfigError for an unknown model, before any loading
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
         seed_everything(cfg.seed)
-        self.data = _load_data(cfg, rt)
-        self.model, self.memory = _build_model(cfg, rt, self.data)
+        # Everything that can be refused is checked before --out is created (nothing left behind on refusal).
+        self.data = load_data(cfg, rt)
+        self.model, self.memory = build_model_for(cfg, rt, self.data)
         started = finetune.load_init(self.model, cfg)  # before the optimizer, DDP and compile see it
         frozen = finetune.freeze(self.model, cfg.freeze)
         started += [finetune.describe_freeze(self.model, frozen)] if frozen else []
-        if rt.is_main:  # three checkpoints (weights + momentum) exist for a moment, plus the run's weights
-            param_bytes = sum(p.numel() * p.element_size() for p in self.model.parameters())
-            rundir.check_free_space(self.run_dir, 8 * param_bytes + 2**20)
+        self._set_up_steps(notes + started)
+        self.exit = contextlib.ExitStack()  # the run directory's lock, released when the session ends
+        try:
+            self.run_dir = self._open_run_dir()
+            if cfg.resume is not None:
+                self._restore()
+            if rt.is_main:
+                self._write_config()
+            self.loggers = open_loggers(
+                cfg.logger, self.run_dir, history=self.history, iteration=self.it, config=cfg.to_dict(),
+                is_main=rt.is_main,
+            )  # fmt: skip
+        except BaseException:
+            self.exit.close()
+            raise
+
+    # --- phases before the loop
+    def _set_up_steps(self, notes: list[str]) -> None:
+        """Run length, lr plan, the SGD optimiser and what a step needs; position 0 until a restore."""
+        cfg, rt = self.cfg, self.rt
         self.steps_per_epoch = len(self.data.train)
         self.total = cfg.run_length(self.steps_per_epoch)
         self.eval_every = cfg.eval_every or self.steps_per_epoch
         self.plan: LrPlan = make_plan(
-            cfg, total=self.total, steps_per_epoch=self.steps_per_epoch, depth=depth
+            cfg, total=self.total, steps_per_epoch=self.steps_per_epoch, depth=self.depth
         )
-        self.notes = notes + started + self.plan.notes(cfg)
+        self.notes = notes + self.plan.notes(cfg)
         self.fwd = torch.compile(self.model) if cfg.compile else self.model  # evaluation: each rank's shard
         opt = make_sgd(
             finetune.param_groups(self.model, cfg), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
@@ -217,18 +129,28 @@ class _Run:
         )
         self.it, self.seconds_before, self.interval = 0, 0.0, Interval.zeros(rt.device)
         self.history: list[dict[str, Any]] = []
-        if cfg.resume is not None:
-            self._restore()
-        if rt.is_main:
-            self._write_config()
-        self.loggers = open_loggers(
-            cfg.logger, self.run_dir, history=self.history, iteration=self.it, config=cfg.to_dict(),
-            is_main=rt.is_main,
-        )  # fmt: skip
 
-    # --- phases before the loop
+    def _open_run_dir(self) -> Path:
+        """Create (or reopen) the run directory and take its lock: one writer per run (rank 0 only)."""
+        if self.rt.world_size > 1:  # rank 0 picks (and creates) the run directory, the others are told
+            run_dir, _ = distributed.agree_run_dir(self.cfg, self.rt, open_run_dir)
+        else:
+            run_dir, _ = open_run_dir(self.cfg, is_main=self.rt.is_main)
+        if self.rt.is_main:
+            self.exit.enter_context(rundir.RunLock(run_dir, what="training"))
+            # three checkpoints (weights + momentum) exist for a moment, plus the run's weights
+            param_bytes = sum(p.numel() * p.element_size() for p in self.model.parameters())
+            rundir.check_free_space(run_dir, 8 * param_bytes + 2**20)
+        return run_dir
+
     def _restore(self) -> None:
         """Weights, optimizer, RNG, position and the interval's figures from the newest good checkpoint."""
+        if not list_checkpoints(self.run_dir):  # killed before its first checkpoint: nothing to lose
+            self.history = rundir.truncate_metrics(self.run_dir, 0) if self.rt.is_main else []
+            self.notes.insert(
+                0, f"no checkpoint yet in {self.run_dir}: starting the run over from iteration 0"
+            )
+            return
         ckpt, weights, state = load_latest_checkpoint(self.run_dir)
         try:
             self.model.load_state_dict(weights)
@@ -264,6 +186,10 @@ class _Run:
 
     # --- the step loop
     def execute(self) -> RunResult:
+        with self.exit:
+            return self._execute()
+
+    def _execute(self) -> RunResult:
         cfg, rt = self.cfg, self.rt
         self.progress = Progress(
             cfg.progress if rt.is_main else "off",

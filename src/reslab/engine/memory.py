@@ -13,7 +13,6 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -92,18 +91,18 @@ def estimate_training_memory(
 
 
 def available_memory(device: torch.device) -> int | None:
-    """Free bytes for this process on ``device`` (CUDA: the driver's free memory; CPU: MemAvailable)."""
+    """Free bytes for this process on ``device`` (CUDA: the driver's free memory; CPU: the host's, container
+    limits included)."""
     if device.type == "cuda":
         with contextlib.suppress(Exception):
             free, _total = torch.cuda.mem_get_info(device)
             return int(free)
         return None
     if device.type == "cpu":
-        with contextlib.suppress(OSError, ValueError):
-            for line in Path("/proc/meminfo").read_text().splitlines():
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024  # reported in kB
-    return None  # MPS, or a system without /proc: nothing to compare against
+        from reslab.resources import available_host_memory
+
+        return available_host_memory()
+    return None  # MPS: nothing to compare against
 
 
 def check_fits(
@@ -149,7 +148,7 @@ def oom_error(batch_size: int, device: torch.device, checkpointing: bool) -> Tra
 
 
 def return_freed_memory_promptly() -> bool:
-    """Make glibc give large freed blocks back to the OS at once (CPU runs with activation checkpointing).
+    """Make glibc give large freed blocks back to the OS at once (CPU runs whose memory is short).
 
     glibc raises its mmap threshold each time a large block is freed, up to 32 MiB, so the many 1-30 MiB
     activations of a conv net end up on the heap, which fragments and never shrinks: peak RSS ends up about

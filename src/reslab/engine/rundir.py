@@ -19,6 +19,7 @@ import math
 import os
 import re
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from reslab.errors import ConfigError, StorageError
+from reslab.files import MAX_METRICS_BYTES, read_bounded
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
@@ -130,16 +132,56 @@ def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
         raise storage_error(path, err) from None
 
 
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    records: list[dict[str, Any]] = []
-    if not Path(path).exists():
-        return records
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        with contextlib.suppress(json.JSONDecodeError):
-            rec = json.loads(line)
-            if isinstance(rec, dict):
-                records.append(rec)
+# What a metrics.jsonl record holds: the iteration, and numbers (or null for a figure that was not finite).
+_METRIC_NUMBERS = (
+    "epoch", "lr", "train_loss", "train_error", "test_loss", "test_error", "test_top5_error", "images_per_s",
+    "seconds",
+)  # fmt: skip
+
+
+def _valid_metrics(rec: Any) -> bool:
+    if not isinstance(rec, dict):
+        return False
+    it = rec.get("iteration")
+    if isinstance(it, bool) or not isinstance(it, int) or it < 0:
+        return False
+    return all(
+        rec.get(k) is None or (isinstance(rec[k], int | float) and not isinstance(rec[k], bool))
+        for k in _METRIC_NUMBERS
+    )
+
+
+def read_jsonl(path: str | Path, *, warn: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+    """The valid records of a metrics.jsonl, bounded and never raising on its content.
+
+    A line that is not UTF-8, not JSON or not a metrics record (an ``iteration`` that is not a count, a
+    figure that is not a number) is dropped with one warning for the file: metrics are recomputable, a crash
+    over them is not acceptable. A torn last line (a crash mid-append) is dropped silently.
+    """
+    path = Path(path)
+    if not path.exists():
+        return []
+    data = read_bounded(path, MAX_METRICS_BYTES, "metrics file", error=StorageError)
+    lines = data.split(b"\n")
+    records, bad = [], 0
+    for i, raw in enumerate(lines):
+        if not raw.strip():
+            continue
+        try:
+            rec = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            rec = None
+        if _valid_metrics(rec):
+            records.append(rec)
+        elif i < len(lines) - 1:  # not the torn last line of a crash
+            bad += 1
+    if bad:
+        (warn or _warn)(f"dropped {bad} invalid line(s) of {path} (they are recomputable)")
     return records
+
+
+def _warn(text: str) -> None:
+    sys.stderr.write(f"reslab: warning: {text}\n")
 
 
 def truncate_metrics(run_dir: Path, iteration: int) -> list[dict[str, Any]]:
@@ -184,19 +226,100 @@ def check_free_space(path: Path, need: int) -> None:
 
 
 def prepare_new_run_dir(path: Path, *, overwrite: bool) -> Path:
-    """Create the directory of a new run; refuse one that already holds a run unless ``overwrite``."""
+    """Create the directory of a new run; refuse one that already holds a run unless ``overwrite``.
+
+    With ``overwrite``, everything is checked before anything is deleted, links are never followed, and only
+    reslab's own files go: a link in their place is refused, the rest of the directory is left alone.
+    """
+    if path.resolve() == Path(path.anchor or "/").resolve() or path.resolve() == Path.home().resolve():
+        raise ConfigError(f"--out {path} is not a run directory of its own; choose e.g. --out runs/my-run")
     if path.exists() and not path.is_dir():
         raise ConfigError(f"--out {path} is a file, not a directory; choose another --out")
-    existing = [p for p in (*RUN_FILES, CKPT_DIR) if (path / p).exists()]
+    existing = [p for p in (*RUN_FILES, CKPT_DIR) if (path / p).exists() or (path / p).is_symlink()]
     if existing and not overwrite:
         raise ConfigError(
             f"{path} already holds a run ({existing[0]}); use --resume {path} to continue it, "
             "--overwrite to replace it, or another --out"
         )
+    links = [name for name in existing if (path / name).is_symlink()]
+    if links:
+        raise ConfigError(
+            f"{path / links[0]} is a symbolic link; --overwrite never deletes through links: remove it "
+            "yourself or choose another --out"
+        )
     check_writable(path)
-    if existing:  # --overwrite: remove reslab's own files only, never anything else in the directory
-        for name in existing:
-            target = path / name
-            shutil.rmtree(target) if target.is_dir() else target.unlink()
+    for name in existing:  # --overwrite: reslab's own files only, never anything else in the directory
+        target = path / name
+        shutil.rmtree(target) if target.is_dir() else target.unlink()
+    if existing:
         fsync_dir(path)
     return path
+
+
+LOCK = ".lock"
+
+
+class RunLock:
+    """One writer per run directory: an advisory lock on ``<dir>/.lock`` held for the run's life.
+
+    ``flock`` is released by the kernel when its holder dies, so a lock left by a killed process is taken
+    over (with a message naming it); a live holder makes a second writer fail with one line naming its pid.
+    """
+
+    def __init__(
+        self, directory: Path, *, what: str = "run", say: Callable[[str], None] | None = None
+    ) -> None:
+        self.path = directory / LOCK
+        self.what, self.say = what, say or _warn
+        self.fd: int | None = None
+
+    def __enter__(self) -> RunLock:
+        import fcntl
+
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), file_mode())
+        except OSError as err:
+            raise storage_error(self.path, err) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = _read_pid(fd)
+            os.close(fd)
+            who = f"process {holder}" if holder else "another process"
+            raise ConfigError(
+                f"{self.path.parent} is being written by {who} (another reslab {self.what}); wait for it to "
+                "finish, or stop it, or choose another --out"
+            ) from None
+        previous = _read_pid(fd)
+        if previous and previous != os.getpid() and not _alive(previous):
+            gone = f"process {previous}, which is no longer running"
+            self.say(f"taking over the lock of {self.path.parent} from {gone}")
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.fd, 0)
+            os.close(self.fd)  # closing releases the flock
+            self.fd = None
+
+
+def _read_pid(fd: int) -> int | None:
+    with contextlib.suppress(OSError, ValueError):
+        os.lseek(fd, 0, os.SEEK_SET)
+        text = os.read(fd, 32).decode().strip()
+        return int(text) if text else None
+    return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, but another user's
+        return True
+    return True

@@ -17,8 +17,8 @@ from reslab.engine.checkpoint import load_latest_checkpoint
 from reslab.engine.config import TrainConfig
 from reslab.engine.rundir import CONFIG, WEIGHTS
 from reslab.errors import CheckpointError, ConfigError, ReslabError
+from reslab.files import MAX_JSON_BYTES, read_text_bounded
 from reslab.models.weights import read_state_dict
-from reslab.settings import read_small_text
 
 
 @dataclass
@@ -75,7 +75,7 @@ def read_run_result(run_dir: Path) -> RunResult:
 
     path = run_dir / SUMMARY
     try:
-        summary = json.loads(read_small_text(path, MAX_RUN_CONFIG_BYTES, what="run summary"))
+        summary = json.loads(read_text_bounded(path, MAX_JSON_BYTES, "run summary", error=ConfigError))
         names = {f.name for f in dataclasses.fields(RunResult)} - {"run_dir", "history"}
         values = {k: summary[k] for k in names}
         for k, v in values.items():
@@ -119,9 +119,6 @@ def run_metadata(
     }
 
 
-MAX_RUN_CONFIG_BYTES = 1 << 20  # a run's config.json is a few KiB
-
-
 def read_run_config(path: Path) -> dict[str, Any]:
     """A run's ``config.json``, validated: settings by type, data facts by shape and range.
 
@@ -129,7 +126,7 @@ def read_run_config(path: Path) -> dict[str, Any]:
     non-JSON or tampered file, e.g. ``"lr": "0.1"`` or a normalisation ``std`` of 0.
     """
     try:
-        meta = json.loads(read_small_text(path, MAX_RUN_CONFIG_BYTES, what="run config"))
+        meta = json.loads(read_text_bounded(path, MAX_JSON_BYTES, "run config", error=ConfigError))
     except ConfigError as err:
         raise CheckpointError(f"{err}; is this a reslab run directory?") from None
     except ValueError:
@@ -137,12 +134,16 @@ def read_run_config(path: Path) -> dict[str, Any]:
     try:
         if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
             raise ValueError("config")
-        TrainConfig.from_dict(meta["config"], where=str(path))
+        cfg = TrainConfig.from_dict(meta["config"], where=str(path))
         _check_data_facts(meta.get("data"))
     except ConfigError as err:
         raise CheckpointError(str(err)) from None
     except (ValueError, TypeError, KeyError) as err:
         raise CheckpointError(f"{path}: bad or missing {err.args[0] if err.args else 'data'} entry") from None
+    try:
+        cfg.validate()  # ranges too: a tampered "iterations": -3 is refused here, naming the file
+    except ConfigError as err:
+        raise CheckpointError(f"{path}: {err}") from None
     return meta
 
 

@@ -9,6 +9,7 @@ Running, reuse, resume and divergence are :mod:`reslab.experiments.sweep`'s.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -59,25 +60,45 @@ SWEEP_FILE = "compare.json"
 # - the 1-epoch warm-up is the train default: without it plain-56 does not start training at all.
 DEFAULT_EPOCHS = 5
 
-# The lecture's MLPs (no normalisation, PyTorch's default Linear init), same recipe as above, 10 epochs
-# (MLPs are cheap: seconds per run). Final training error in %:
-#   lr 0.1    blocks   1      2      3      4      16     64
-#             plain    0.38   2.8    4.45   90.0   -      -
-#             residual 0.0    0.03   -      0.05   0.57   21.2
-#   lr 0.02   plain-1 4.1, plain-2 9.3, plain-3 72, plain-4/16/64 90 (chance); resmlp-4 1.3, resmlp-16 0.2
-# Each Linear layer shrinks the signal (~1/sqrt(6) per layer with this init), so the plain MLP's gradients
-# vanish by 4 blocks (8 hidden layers) and it stays at chance; its residual twin's identity path carries
-# the signal. Default depths 1, 2, 4, 16: plain training error rises until it is pinned at chance (90%),
-# while the residual twin at 16 blocks (34 Linear layers) still fits the data (0.57%).
+# The lecture's dense nets (no normalisation, PyTorch's default Linear init): the lecture's block diverges
+# past a few dozen blocks (the residual stream grows ~x1.03 per block: x470,000 after 500, loss 1.2e5 at
+# init, NaN at the first step). Measured fixes on resmlp500 (10 epochs, training error): batch norm 84.25%,
+# zero-init of the last layer 90% (chance), Fixup 1.32%, branch / sqrt(L) 0.07%, ReZero (a learnable
+# scalar on each branch, 0 at init) 0.03%. So the residual dense nets of the sweep use ReZero's scalar; the
+# plain twins ignore it (they differ from their residual nets by the shortcut and by that one scalar per
+# block). Depths 1, 4, 16, 64, 500 (up to 1,002 layers), 10 epochs, batch 128, lr 0.1: residual 0.03-0.12%
+# training error at every depth, plain at chance from 4 blocks on, 148 s in all. These nets run in fp32 on
+# one thread: tiny matrices make a second thread cost more than it gives (plainmlp500: 51 s on 1 thread,
+# 584 s on 2 with the cores shared) and bf16 was 1.5x slower. benchmarks/calibration/NOTES.md has it all.
+MLP = {"precision": "fp32", "num_threads": 1, "model_kwargs": {"branch_scale": "rezero"}}
+
+# The deep preset shows all three claims of the lecture on the embedded digits in ~11 minutes on 2 cores:
+# narrow CIFAR nets (widen 0.25: 4/8/16 channels) so that capacity matters, at 20, 56 and 110 layers, two
+# seeds, 8 epochs, two runs at a time in two one-thread processes. Measured (training error, mean ± std
+# over seeds 0 and 1): plain 1.56 ± 0.55 / 11.82 ± 0.85 / 84.04 ± 4.22%; residual 1.15 ± 0.42 / 0.34 ± 0.02
+# / 0.20 ± 0.07%; 634 s. Calibration (10 epochs, other widths) in benchmarks/calibration/NOTES.md.
 PRESETS: dict[str, dict[str, Any]] = {
-    # mnist5k on a laptop CPU: the README's main command (see the calibration note above).
+    # mnist5k on a laptop CPU: the README's main command (see the calibration notes above).
     "default": {
         "recipe": "default",
         "dataset": "mnist5k",
-        "depths": {"cifar": (20, 38, 44), "mlp": (1, 2, 4, 16), "imagenet": (18, 34)},
+        "depths": {"cifar": (20, 38, 44), "mlp": (1, 4, 16, 64, 500), "imagenet": (18, 34)},
         "epochs": {"cifar": DEFAULT_EPOCHS, "mlp": 10, "imagenet": DEFAULT_EPOCHS},
         # eval every 16 steps (~half an epoch): 10 points per curve for ~8% more time (1,000 test images)
         "train": {"batch_size": 128, "label_smoothing": 0.0, "eval_every": 16},
+        "family_train": {"mlp": MLP},
+    },
+    # The lecture's three claims at once: plain error rises with depth, residual error falls with depth,
+    # 100+ layers train (see the note above).
+    "deep": {
+        "recipe": "default",
+        "dataset": "mnist5k",
+        "depths": {"cifar": (20, 56, 110), "mlp": (1, 4, 16, 64, 500), "imagenet": (18, 34)},
+        "epochs": {"cifar": 8, "mlp": 10, "imagenet": 8},
+        "seeds": 2,
+        "cpu_processes": 2,  # on a CPU: two runs at a time, each in its own process (threads split evenly)
+        "train": {"batch_size": 128, "label_smoothing": 0.0},
+        "family_train": {"cifar": {"model_kwargs": {"widen": 0.25}}, "mlp": MLP},
     },
     # He et al. 2015, Fig. 6 on CIFAR-10: the paper recipe (64k iterations, 45k/5k split, step lr).
     "paper": {
@@ -104,8 +125,13 @@ class _SweepSettings:
         help="default: cifar 20,38,44; mlp 1,2,4,16; imagenet 18,34 (paper preset 20,32,44,56,110)",
         metavar="D,D",
     )
-    seeds: int = setting(1, help="seeds 0..N-1 per depth and kind: mean ± std over them", metavar="N")
-    preset: str = setting("default", help="default: mnist5k, minutes on a CPU; paper: Fig. 6 on cifar10")
+    seeds: int | None = setting(
+        None, help="seeds 0..N-1 per depth and kind: mean ± std over them", metavar="N"
+    )
+    preset: Literal["default", "deep", "paper"] = setting(
+        "default",
+        help="default: mnist5k, minutes on a CPU; deep: all three claims, ~11 min; paper: Fig. 6, cifar10",
+    )
     recipe: str | None = setting(None, help="training recipe under the preset's settings (default, paper)")
     devices: tuple[str, ...] | None = setting(
         None,
@@ -134,8 +160,9 @@ class _SweepSettings:
         recipe = self.recipe or preset["recipe"]
         if recipe not in RECIPES:
             raise ConfigError(f"unknown --recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
-        if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 1:
-            raise ConfigError(f"--seeds must be a positive integer, got {self.seeds}")
+        seeds = self.seeds if self.seeds is not None else preset.get("seeds", 1)
+        if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+            raise ConfigError(f"--seeds must be a positive integer, got {seeds}")
         if self.epochs is not None and self.iterations is not None:  # type: ignore[attr-defined]
             raise ConfigError("give at most one of --epochs or --iterations")
         if self.devices is not None and (not self.devices or not all(self.devices)):
@@ -147,6 +174,8 @@ class _SweepSettings:
             epochs = preset["epochs"][self.family]
         cfg = replace(
             self,  # type: ignore[arg-type]
+            seeds=seeds,
+            devices=self.devices or _cpu_processes(preset, self),
             depths=tuple(sorted(depths)),
             dataset=self.dataset or preset["dataset"],  # type: ignore[attr-defined]
             recipe=recipe,
@@ -165,13 +194,25 @@ class _SweepSettings:
         return cfg  # type: ignore[return-value]
 
     def train_config(self, model: str, *, seed: int, out: str) -> TrainConfig:
-        """The :class:`~reslab.engine.TrainConfig` of one run of the sweep (call on a resolved config)."""
-        given = copy.deepcopy(PRESETS[self.preset]["train"])
+        """The :class:`~reslab.engine.TrainConfig` of one run of the sweep (call on a resolved config): the
+        recipe, the preset's settings (and its family's), then the settings given (model options merged)."""
+        preset = PRESETS[self.preset]
+        given = copy.deepcopy({**preset["train"], **preset.get("family_train", {}).get(self.family, {})})
         for f in fields_of(TrainConfig):
             value = getattr(self, f.name, None) if f.name not in _PER_RUN else None
+            if f.name == "model_kwargs" and value is not None:
+                value = {**given.get("model_kwargs", {}), **value}  # the user's options win, key by key
             if value is not None:
                 given[f.name] = value
         return TrainConfig.from_recipe(self.recipe or "default", model=model, seed=seed, out=out, **given)
+
+    def effective(self) -> Any:
+        """This resolved config with every training setting at the value each run of the sweep gets (the
+        preset's and its family's included): what ``--print-config`` shows, and a config file that gives
+        the same sweep."""
+        run = self.train_config(model_name(self.family, self.depths[0], residual=True), seed=0, out=".")
+        fields = {f.name: getattr(run, f.name) for f in fields_of(TrainConfig) if f.name not in _PER_RUN}
+        return replace(self, **fields)  # type: ignore[arg-type]
 
     def settings(self) -> dict[str, Any]:
         """What fixes the results (call on a resolved config): the grid and the effective training config.
@@ -196,6 +237,16 @@ CompareConfig = overrides_class(
     "(None = the preset's value; see PRESETS).",
     module=__name__,
 )
+
+
+def _cpu_processes(preset: dict[str, Any], cfg: Any) -> tuple[str, ...] | None:
+    """The preset's parallel CPU runs (``cpu_processes``), when this sweep trains on the CPU."""
+    from reslab.engine.runtime import resolve_device
+
+    n = preset.get("cpu_processes")
+    if not n or resolve_device(cfg.device or "auto").type != "cpu":
+        return None
+    return ("cpu",) * n
 
 
 def check_depths(family: str, depths: tuple[int, ...]) -> None:
@@ -285,10 +336,17 @@ def compare(
             stream.write(text + "\n")
             stream.flush()
 
-    from reslab.engine.rundir import check_writable
+    from reslab.engine.rundir import RunLock, check_writable
 
     out = Path(cfg.out)
     check_writable(out)
+    with contextlib.ExitStack() as hold:
+        if cfg.run_index is None:  # one full sweep per folder at a time; single runs lock their own run only
+            hold.enter_context(RunLock(out, what="compare sweep"))
+        return _sweep(cfg, out, say, on_run, started)
+
+
+def _sweep(cfg: Any, out: Path, say: Any, on_run: OnRun | None, started: float) -> CompareResult:
     check_sweep_file(out, cfg.settings(), SWEEP_FILE)
     jobs = compare_runs(cfg)
     what = f"{cfg.family} depths {','.join(map(str, cfg.depths))} x plain/residual x {cfg.seeds} seed(s)"

@@ -147,11 +147,13 @@ def markdown_table(rows: Sequence[Row], *, layers_label: str = "layers") -> str:
 
 @dataclass(frozen=True)
 class Checks:
-    """The degradation effect as three yes/no facts, from the seed means."""
+    """The lecture's claims as yes/no facts, from the seed means (and spreads)."""
 
-    plain_rises: bool  # (a) plain training error never falls with depth and ends higher than it starts
-    residual_fifth: bool  # (b) deepest: residual training error <= 1/5 of the plain one
-    residual_flat: bool  # (c) deepest residual within 2 points of the shallowest residual
+    plain_rises: bool  # (1) plain training error never falls with depth and ends higher than it starts
+    residual_fifth: bool  # deepest: residual training error <= 1/5 of the plain one
+    residual_flat: bool  # deepest residual within 2 points of the shallowest residual
+    residual_improves: bool = False  # (2) deepest residual below the shallowest, beyond the seed spread
+    residual_tenth: bool = False  # deepest: residual training error <= 1/10 of the plain one
 
 
 def checks(rows: Sequence[Row]) -> Checks | None:
@@ -163,11 +165,18 @@ def checks(rows: Sequence[Row]) -> Checks | None:
         return None
     plain = [_effective(_row(rows, "plain", d)) for d in depths]
     res = [_effective(_row(rows, "residual", d)) for d in depths]
+    shallow, deep = _row(rows, "residual", depths[0]), _row(rows, "residual", depths[-1])
+    assert shallow is not None and deep is not None
+    spread = (0.0 if shallow.failed else shallow.train_error.std) + (
+        0.0 if deep.failed else deep.train_error.std
+    )
     return Checks(
         # Non-strict between neighbours: a plain net pinned at chance (90% on 10 classes) cannot rise further.
         plain_rises=all(b >= a for a, b in itertools.pairwise(plain)) and plain[-1] > plain[0],
         residual_fifth=res[-1] <= plain[-1] / 5,
         residual_flat=abs(res[-1] - res[0]) <= 0.02,
+        residual_improves=not deep.failed and res[-1] + spread < res[0],
+        residual_tenth=res[-1] <= plain[-1] / 10,
     )
 
 
@@ -180,6 +189,21 @@ def _effective(row: Row | None) -> float:
 def _pct(row: Row | None) -> str:
     assert row is not None
     return "diverged" if row.failed else f"{100 * row.train_error.mean:.2f}%"
+
+
+def _claim_two(rows: Sequence[Row], depths: list[int], c: Checks) -> str:
+    """The lecture's second claim, as measured: does residual training error fall as the net deepens?"""
+    first, last = _row(rows, "residual", depths[0]), _row(rows, "residual", depths[-1])
+    assert first is not None and last is not None
+    trend = f"{_pct_spread(first)} at {depths[0]} -> {_pct_spread(last)} at {depths[-1]}"
+    if c.residual_improves:
+        seeds = "beyond the seed spread" if last.train_error.n > 1 else "one seed: no spread measured"
+        return f"Residual training error falls with depth ({trend}; {seeds})."
+    return f"Residual training error does not fall with depth here ({trend})."
+
+
+def _pct_spread(row: Row) -> str:
+    return "diverged" if row.failed else row.train_error.pct() + "%"
 
 
 def verdict(rows: Sequence[Row], *, layers_label: str = "layers") -> str:
@@ -204,7 +228,8 @@ def verdict(rows: Sequence[Row], *, layers_label: str = "layers") -> str:
         ratio = f"{pe / re_:.1f}x lower" if re_ > 0 else "residual at zero"
         deepest = f"at {deep} {layers_label} residual {_pct(r)} vs plain {_pct(p)} ({ratio})"
     n_div = sum(x.diverged for x in rows)
-    tail = f" {n_div} run(s) diverged (counted as not trained)." if n_div else ""
+    tail = " " + _claim_two(rows, depths, c)
+    tail += f" {n_div} run(s) diverged (counted as not trained)." if n_div else ""
     rises = f"plain training error rises with depth ({trend})"
     if c.plain_rises and c.residual_fifth:
         return f"verdict: degradation reproduced: {rises}; {deepest}.{tail}"

@@ -144,10 +144,27 @@ def build_model(name: str, **options: Any) -> StagedNet:
     """
     opts = model_options(name, options)
     spec = _spec_with(model_info(name), opts, name)
+    if opts.device is None or torch.device(opts.device).type == "cpu":
+        _check_parameter_memory(name, spec, opts)
     with torch.device(opts.device) if opts.device is not None else contextlib.nullcontext():
         if spec.family == "mlp":
             return _build_mlp(name, spec, opts)
         return _build_conv(name, spec, opts)
+
+
+def _check_parameter_memory(name: str, spec: ModelSpec, opts: ModelOptions) -> None:
+    """Refuse in one line, before allocating, a model whose parameters alone would not fit in host memory."""
+    from reslab.resources import check_host_memory
+
+    params = None
+    with contextlib.suppress(ConfigError, TypeError):  # options the formula cannot weigh: let the build say
+        params = count_parameters_of(
+            spec, num_classes=opts.num_classes, in_channels=opts.in_channels, norm=opts.norm,
+            branch_scale=opts.branch_scale,
+        )  # fmt: skip
+    if params is not None:
+        fix = "use a smaller width/widen or fewer classes, or build on device='meta' to count"
+        check_host_memory(4 * params, what=f"building {name} ({params:,} parameters)", fix=fix)
 
 
 def _spec_with(spec: ModelSpec, opts: ModelOptions, name: str) -> ModelSpec:

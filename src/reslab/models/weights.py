@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import pickle
 import re
@@ -36,6 +37,7 @@ import torch
 from torch import nn
 
 from reslab.errors import CheckpointError
+from reslab.files import read_bounded
 from reslab.models.blocks import PadShortcut
 from reslab.models.layouts import (
     HEAD,
@@ -129,13 +131,31 @@ def read_state_dict(source: str | PathLike[str]) -> tuple[dict[str, torch.Tensor
     return _unwrap(obj, str(path), notes), path, notes
 
 
-def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
+WEIGHTS_CHECKSUM = "reslab_sha256"  # header metadata of the weights reslab writes: SHA-256 of the tensor data
+MAX_WEIGHTS_BYTES = 64 << 30  # far beyond any ResNet (ResNet-152: 0.23 GiB in fp32), short of filling a disk
 
+
+def tensor_data_sha256(data: bytes) -> str:
+    """SHA-256 of a safetensors file's tensor data (everything after its 8-byte length and JSON header)."""
+    header = int.from_bytes(data[:8], "little")
+    return hashlib.sha256(memoryview(data)[8 + header :]).hexdigest()
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load
+
+    data = read_bounded(path, MAX_WEIGHTS_BYTES, "weights file", error=CheckpointError)
     try:
-        return load_file(str(path), device="cpu")
+        state = load(data)
+        header = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])
     except Exception as err:  # safetensors raises its own error types on malformed headers
         raise CheckpointError(f"weights file {path} is truncated or corrupted: {_first_line(err)}") from None
+    want = (header.get("__metadata__") or {}).get(WEIGHTS_CHECKSUM) if isinstance(header, dict) else None
+    if want is not None and want != tensor_data_sha256(data):
+        raise CheckpointError(
+            f"weights file {path} fails its checksum: it was corrupted after it was written"
+        )
+    return state
 
 
 def _read_torch(path: Path) -> Any:

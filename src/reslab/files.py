@@ -29,6 +29,7 @@ from typing import BinaryIO
 from reslab.errors import DataError, ReslabError
 
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
+CHUNK = 16 * MiB  # bytes per read of a bounded file
 
 # Run files (for the engine: config.json, summary.json, a checkpoint's manifest.json are a few kB each).
 MAX_JSON_BYTES = 16 * MiB
@@ -175,10 +176,17 @@ def read_bounded(
     """
     path = Path(path)
     with open_regular(path, what, max_bytes=max_bytes, follow_symlinks=follow_symlinks, error=error) as f:
-        try:
-            data = f.read(max_bytes + 1)
+        chunks, total = [], 0
+        try:  # in chunks: read(n) would first allocate n bytes, the whole cap
+            while total <= max_bytes:
+                chunk = f.read(min(CHUNK, max_bytes + 1 - total))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                total += len(chunk)
         except OSError as e:
             raise _os_error(path, what, e, error) from None
+        data = b"".join(chunks)
     _refuse_size(path, what, len(data), max_bytes, error)
     return data
 
