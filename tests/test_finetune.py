@@ -139,3 +139,34 @@ def test_head_lr_is_a_second_group_on_the_same_schedule() -> None:
     set_lr(opt, 0.05)  # the schedule's value at some step
     assert [g["lr"] for g in opt.param_groups] == [0.05, pytest.approx(0.2)]
     assert opt.param_groups[1]["params"] == list(model.fc.parameters())
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--init-from", "{tmp}/nope.pth"], "nope.pth does not exist"),
+        (["--init-from", "{tmp}/short.pt"], "the model's 'layer2.0.conv1.weight' is missing from the file"),
+        (["--init-from", "{tmp}/code.pt"], "reslab never unpickles code"),
+        (
+            ["--freeze", "layer9"],
+            "--freeze 'layer9' is not a stage of this model; choose one of stem, layer1",
+        ),
+        (["--head-lr", "-1"], "--head-lr must be in [0, inf]"),
+        (["--image-size", "0"], "--image-size must be a positive integer"),
+        (["--data-memory-gib", "0"], "--data-memory-gib must be in (0, inf]"),
+        (["--logger", "mlflow"], "unknown --logger 'mlflow'; choose from tensorboard, csv, wandb"),
+    ],
+)
+def test_bad_fine_tune_flags_are_one_line_before_the_run_exists(
+    tmp_path: Path, capsys, flags: list[str], message: str
+) -> None:
+    state = build_model("resnet8", num_classes=3, in_channels=3).state_dict()
+    torch.save({k: v for k, v in state.items() if k != "layer2.0.conv1.weight"}, tmp_path / "short.pt")
+    torch.save({"weights": Path("x")}, tmp_path / "code.pt")  # a pickled object, not a tensor
+    folder = color_folder(tmp_path / "f", per_class=4)
+    out = tmp_path / "run"
+    argv = ["train", "--model", "resnet8", "--dataset", f"folder:{folder}", "--image-size", "12"]
+    argv += ["--batch-size", "4", "--iterations", "1", "--progress", "off", "--out", str(out)]
+    assert exit_code(argv + [f.format(tmp=tmp_path) for f in flags]) == 2
+    assert message in one_line_error(capsys)
+    assert not out.exists()  # refused before --out was created

@@ -123,3 +123,18 @@ def test_a_download_shows_a_progress_bar_on_a_terminal_only(tmp_path: Path, monk
         assert pipe.getvalue().count("\n") == 1 and "downloading" in pipe.getvalue()  # one line, no bar
     finally:
         server.close()
+
+
+@pytest.mark.parametrize(
+    ("out", "message"),
+    [
+        ("missing/curves.png", "does not exist; create it or choose another --out"),
+        ("curves.txt", "is not a .png file name"),
+        (".", "is not a .png file name"),
+    ],
+)
+def test_plot_refuses_a_bad_out_in_one_line(
+    tiny_run: Path, tmp_path: Path, capsys, out: str, message: str
+) -> None:
+    assert exit_code(["plot", str(tiny_run), "--out", str(tmp_path / out)]) == 2
+    assert message in one_line_error(capsys)

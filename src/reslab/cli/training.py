@@ -188,9 +188,16 @@ def run_export(args: argparse.Namespace) -> int:
 def run_plot(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from reslab.plots import plot_runs, save_png
+    from reslab.engine.rundir import atomic_write_bytes
+    from reslab.errors import ConfigError
+    from reslab.plots import plot_runs, png_bytes
 
-    out = Path(args.out) if args.out else Path(args.runs[0]) / "curves.png"
-    fig = plot_runs(args.runs)
-    print(f"wrote {save_png(fig, out)}")
+    fig = plot_runs(args.runs)  # every run checked before anything is written
+    out = Path(args.out).expanduser() if args.out else Path(args.runs[0]).expanduser() / "curves.png"
+    if out.suffix.lower() != ".png" or out.is_dir():
+        raise ConfigError(f"--out {out} is not a .png file name; pass e.g. --out curves.png")
+    if not out.parent.is_dir():
+        raise ConfigError(f"directory {out.parent} does not exist; create it or choose another --out")
+    atomic_write_bytes(out, png_bytes(fig))  # a read-only place: one line (StorageError), no half file
+    print(f"wrote {out}")
     return 0
