@@ -8,6 +8,7 @@ result objects that also display in Jupyter::
     run = reslab.train(reslab.TrainConfig(model="resnet20", epochs=2))
     reslab.evaluate(run.run_dir)                                      # loss, error, top-5 error
     sweep = reslab.compare(depths=(20, 32), epochs=2)                 # the degradation experiment
+    reslab.ablate(variants=("identity", "scaling"))                   # He et al. 2016's shortcut ablations
     reslab.gradients(models=("plainmlp64", "resmlp64"))               # why: gradient flow per layer
     reslab.responses(entries=(...))                                   # layer responses (Fig. 7)
     reslab.landscape(entries=(...))                                   # loss landscapes
@@ -46,7 +47,7 @@ if TYPE_CHECKING:
         predict,
         train,
     )
-    from reslab.experiments import CompareConfig, CompareResult, compare
+    from reslab.experiments import AblateConfig, AblateResult, CompareConfig, CompareResult, ablate, compare
     from reslab.models import inspect_weights, load_weights
     from reslab.plots import plot_runs
 
@@ -57,7 +58,10 @@ _LAZY = {
         ("train", "TrainConfig", "RunResult", "evaluate", "EvalReport", "predict", "export_run", "load_run"),
         "reslab.engine",
     ),
-    **dict.fromkeys(("compare", "CompareConfig", "CompareResult"), "reslab.experiments"),
+    **dict.fromkeys(
+        ("compare", "CompareConfig", "CompareResult", "ablate", "AblateConfig", "AblateResult"),
+        "reslab.experiments",
+    ),
     **dict.fromkeys(("load_weights", "inspect_weights"), "reslab.models"),
     "plot_runs": "reslab.plots",
     **dict.fromkeys(
@@ -67,6 +71,8 @@ _LAZY = {
 }
 
 __all__ = [
+    "AblateConfig",
+    "AblateResult",
     "CompareConfig",
     "CompareResult",
     "EvalReport",
@@ -77,6 +83,7 @@ __all__ = [
     "RunResult",
     "TrainConfig",
     "__version__",
+    "ablate",
     "build_model",
     "compare",
     "evaluate",

@@ -421,3 +421,95 @@ def plot_runs(runs: Sequence[str | Path]) -> Figure:
             raise ConfigError(f"{path / METRICS} has no evaluation yet; plot it after the first evaluation")
         series.append((path.name if names.count(path.name) == 1 else str(path), history))
     return run_curves_figure(series)
+
+
+# --- ablations: He et al. 2016, "Identity Mappings", Fig. 3 and Tables 1-2 ---------------------------------
+
+
+@styled
+def ablation_curves_figure(records: Sequence[Any], *, baseline: str, subject: str = "") -> Figure:
+    """Laid out as He et al. 2016, Fig. 3: one panel per variant, each against the baseline (grey).
+
+    ``records``: objects with ``kind`` (the variant), ``status``, ``diverged_at`` and ``history``
+    (metrics.jsonl records), e.g. :class:`reslab.experiments.RunRecord`; seeds of one variant are averaged.
+    Training error (thin, dashed; train mode, averaged over each evaluation interval) and test error (bold)
+    against iterations; a run that diverged is drawn up to its last finite point, marked with an x. Each
+    panel's y-axis is sized for where its two nets end (up to 2.5x the worse final error).
+    """
+    variants = list(dict.fromkeys([baseline, *(r.kind for r in records)]))
+    others = [v for v in variants if v != baseline] or [baseline]
+    ncols = min(3, len(others))
+    fig, axes = new_figure(ncols, math.ceil(len(others) / ncols), width=4.6, height=3.6)
+    base_runs = [r for r in records if r.kind == baseline]
+    seeds = len({r.seed for r in records})
+    for i, (ax, variant) in enumerate(zip(axes.flat, others)):
+        final: list[float] = []
+        if variant != baseline and base_runs:
+            final += _draw_curves(ax, base_runs, _variant_color(0), baseline)
+        runs = [r for r in records if r.kind == variant]
+        final += _draw_curves(ax, runs, _variant_color(variants.index(variant)), variant)
+        ax.set_title(f"({chr(ord('a') + i)}) {variant}" + (f" vs {baseline}" if variant != baseline else ""))
+        ax.set(xlabel="iterations (optimizer steps)", ylabel="error (%)")
+        ax.set_xlim(left=0)
+        ax.set_ylim(0, min(100.0, max(5.0, 2.5 * max(final, default=40.0))))
+        ax.legend(fontsize=8)
+    for ax in list(axes.flat)[len(others) :]:
+        ax.set_visible(False)
+    mean = f", mean of {seeds} seeds" if seeds > 1 else ""
+    title = f"Training (dashed) and test (bold) error per variant{mean}"
+    return finish(fig, f"{title} ({subject})" if subject else title)
+
+
+@styled
+def ablation_bars_figure(records: Sequence[Any], *, order: Sequence[str], subject: str = "") -> Figure:
+    """Final training error (solid) and test error (hatched) per variant: mean ± std over seeds as bars and
+    whiskers, each seed a dot, the training mean written on its bar. The runs of a variant that diverged
+    are not averaged in; the variant gets an x at the top and "N diverged"."""
+    fig, axes = new_figure(1, width=max(5.5, 1.2 * len(order) + 2.0), height=4.2)
+    ax = axes[0][0]
+    top, diverged = 0.0, {}
+    for i, variant in enumerate(order):
+        runs = [r for r in records if r.kind == variant]
+        ok = [r for r in runs if getattr(r, "status", "trained") != "diverged"]
+        color = _variant_color(i)
+        top = max(top, _error_bar(ax, i - 0.19, ok, "final_train_error", color, hatch=None))
+        top = max(top, _error_bar(ax, i + 0.19, ok, "final_test_error", color, hatch="//"))
+        if len(ok) < len(runs):
+            diverged[i] = len(runs) - len(ok)
+    top = max(top * 1.15, 1.0)
+    for i, n in diverged.items():
+        ax.plot([i], [top], marker="x", color="#d62728", markersize=10, markeredgewidth=2, clip_on=False)
+        ax.annotate(
+            f"{n} diverged", (i, top), ha="center", va="top", xytext=(0, -8), textcoords="offset points"
+        )
+    ax.set_ylim(0, top)
+    ax.set_xticks(range(len(order)), list(order), rotation=20, ha="right")
+    ax.set_ylabel("final error (%)")
+    seeds = len({r.seed for r in records})
+    spread = f"mean ± std over {seeds} seeds, dots = seeds" if seeds > 1 else "one seed"
+    ax.set_title(f"solid: training error (eval mode, whole training split)\nhatched: test error; {spread}")
+    title = "Final error per variant"
+    return finish(fig, f"{title} ({subject})" if subject else title)
+
+
+def _variant_color(index: int) -> str:
+    """The baseline (index 0) grey, the other variants in turn: the same colours in both ablation figures."""
+    return "#7f7f7f" if index == 0 else DEPTH_COLORS[(index - 1) % len(DEPTH_COLORS)]
+
+
+def _error_bar(ax: Axes, x: float, runs: Sequence[Any], key: str, color: str, *, hatch: str | None) -> float:
+    """One bar (mean ± std in %) with its seeds as dots; returns the highest point drawn (0: nothing)."""
+    values = [100 * getattr(r, key) for r in runs if math.isfinite(getattr(r, key))]
+    if not values:
+        return 0.0
+    mean = sum(values) / len(values)
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    face = "white" if hatch else color
+    ax.bar(x, mean, 0.38, yerr=std or None, capsize=3, color=face, edgecolor=color, hatch=hatch)
+    ax.plot([x] * len(values), values, "k.", markersize=4, zorder=3)
+    if hatch is None:
+        ax.annotate(
+            f"{mean:.2f}", (x, max(mean + std, *values)), xytext=(0, 3), textcoords="offset points",
+            ha="center", va="bottom", fontsize=7,
+        )  # fmt: skip
+    return max(mean + std, *values)

@@ -46,6 +46,20 @@ def compare_html(result: Any) -> str:
     return "\n".join(parts)
 
 
+def ablate_html(result: Any) -> str:
+    """The ablation sweep: title, table (with the paper's figures), verdict, the two figures, the files."""
+    cfg = result.config
+    title = f"Shortcut and activation ablations (He et al. 2016): {cfg.model} on {cfg.dataset}"
+    parts = [
+        f"<h4>{html.escape(title)}</h4>",
+        _markdown_table(result.table),
+        f"<p><b>{html.escape(result.verdict)}</b></p>",
+        *(_img(fig) for fig in result.figures.values()),
+        f"<p>outputs in <code>{html.escape(str(result.out))}</code></p>",
+    ]
+    return "\n".join(parts)
+
+
 def study_html(result: Any) -> str:
     """A why-tool: its table as preformatted text, its verdict and its figure."""
     parts = [f"<pre>{html.escape(result.table)}</pre>"]

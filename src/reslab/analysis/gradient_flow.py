@@ -75,14 +75,15 @@ def verdict(ratio: float) -> str:
 
 
 def weight_layers(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
-    """Conv / Linear weights in depth order (module registration order), without shortcut projections.
+    """Conv / Linear weights in depth order (module registration order), without the shortcut's own layers.
 
-    Projections (``downsample``) sit beside the depth path, not on it; leaving them out keeps one point per
-    weighted layer as the paper counts depth.
+    Projections (``downsample``) and the gates of gated shortcuts (``modulation``) sit beside the depth
+    path, not on it; leaving them out keeps one point per weighted layer as the paper counts depth.
     """
     layers = []
     for name, m in model.named_modules():
-        if isinstance(m, nn.Linear | nn.Conv2d) and ".downsample" not in f".{name}":
+        beside = ".downsample" in f".{name}" or ".modulation" in f".{name}"
+        if isinstance(m, nn.Linear | nn.Conv2d) and not beside:
             layers.append((f"{name}.weight", m.weight))
     return layers
 

@@ -55,7 +55,10 @@ class _StudyConfig:
 class GradientsConfig(_StudyConfig):
     """``reslab gradients``: gradient norm per layer at the start and after ``steps`` SGD steps."""
 
-    models: tuple[str, ...] = setting(help="model names (fresh) or run directories, e.g. plainmlp64,resmlp64")
+    models: tuple[str, ...] = setting(
+        help="model names (fresh; NAME:KEY=VALUE adds options) or run directories, e.g. plain20,resnet20",
+        metavar="NAME,NAME",
+    )
     steps: int = setting(20, help="SGD steps after the first snapshot", metavar="K")
     batch_size: int = setting(64, help="probe and step batch", metavar="B")
     lr: float = setting(0.01, help="SGD learning rate (momentum 0.9)", metavar="LR")

@@ -2,7 +2,8 @@
 
 Every command of :mod:`reslab.analysis` takes entries that are either a run directory made by
 ``reslab train`` (trained weights, its own normalisation) or a registry name (a fresh model, normalised with
-the dataset's channel statistics). :func:`load_subjects` turns them into :class:`Subject` s on one dataset.
+the dataset's channel statistics), optionally with its own build options (``resnet56:shortcut_kind=scaling``).
+:func:`load_subjects` turns them into :class:`Subject` s on one dataset.
 """
 
 from __future__ import annotations
@@ -104,15 +105,18 @@ def _trained(entry: str, ds: ArrayDataset) -> Subject:
 
 
 def _fresh(entry: str, ds: ArrayDataset, seed: int, kwargs: dict[str, Any], norm: Normalization) -> Subject:
+    """A fresh model. ``entry`` is a name, optionally with options of its own that win over the shared
+    ``kwargs`` (``resnet56:shortcut_kind=scaling``): one study can hold one net with different options."""
     from reslab.models import build_model, model_info
+    from reslab.models.options import parse_entry
 
-    spec = model_info(entry)  # ConfigError with close matches for a typo
+    name, options = parse_entry(entry)
+    spec = model_info(name)  # ConfigError with close matches for a typo
     torch.manual_seed(seed)  # the same seed gives plain and residual twins comparable draws
-    model = build_model(entry, num_classes=ds.num_classes, input_shape=ds.image_shape, **kwargs)
+    built = {**kwargs, **options}
+    model = build_model(name, num_classes=ds.num_classes, input_shape=ds.image_shape, **built)
     fresh = "fresh (at initialisation)"
-    return Subject(
-        entry, entry, model, spec.residual, spec.depth, spec.family, False, norm, fresh, dict(kwargs)
-    )
+    return Subject(entry, name, model, spec.residual, spec.depth, spec.family, False, norm, fresh, built)
 
 
 def split_entries(values: list[str]) -> list[str]:

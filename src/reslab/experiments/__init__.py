@@ -3,13 +3,16 @@
     from reslab.experiments import CompareConfig, compare
     result = compare()                                              # the README's main command: mnist5k
     result = compare(CompareConfig(preset="paper", data_dir="data"))   # He et al. 2015, Fig. 6 on CIFAR-10
+    result = ablate()                           # He et al. 2016: identity vs scaled and dropout shortcuts
 
-Modules: degradation (CompareConfig, presets, compare), sweep (reuse, resume, divergence, one run of a
+Modules: degradation (CompareConfig, presets, compare), ablation (AblateConfig, the variants of He et al.
+2016, ablate), paper_tables (that paper's Tables 1-2), sweep (reuse, resume, divergence, one run of a
 sweep), scheduler (one run per device), results (records, mean ± std rows, tables, verdict).
 """
 
 from __future__ import annotations
 
+from reslab.experiments.ablation import VARIANTS, AblateConfig, AblateResult, ablate, ablate_runs
 from reslab.experiments.degradation import (
     FAMILIES,
     PRESETS,
@@ -25,6 +28,9 @@ from reslab.experiments.sweep import Job
 __all__ = [
     "FAMILIES",
     "PRESETS",
+    "VARIANTS",
+    "AblateConfig",
+    "AblateResult",
     "Checks",
     "CompareConfig",
     "CompareResult",
@@ -32,6 +38,8 @@ __all__ = [
     "Row",
     "RunRecord",
     "Stat",
+    "ablate",
+    "ablate_runs",
     "compare",
     "compare_runs",
     "model_name",

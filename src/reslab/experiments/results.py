@@ -96,11 +96,11 @@ class Row:
         return text + (f" ({self.diverged} diverged at it. {self.diverged_at})" if self.diverged else "")
 
 
-def aggregate(records: Sequence[RunRecord]) -> list[Row]:
-    """Rows sorted by depth, plain before residual."""
+def aggregate(records: Sequence[RunRecord], *, kinds: Sequence[str] = KINDS) -> list[Row]:
+    """Rows sorted by depth, then in the order of ``kinds`` (plain, residual; or an ablation's variants)."""
     rows = []
     for depth in sorted({r.depth for r in records}):
-        for kind in KINDS:
+        for kind in kinds:
             group = [r for r in records if r.depth == depth and r.kind == kind]
             if not group:
                 continue
@@ -242,13 +242,16 @@ def verdict(rows: Sequence[Row], *, layers_label: str = "layers") -> str:
     )
 
 
-def write_results(out: Path, records: Sequence[RunRecord]) -> dict[str, Path]:
-    """``results.json`` (one entry per run, NaN as null), ``results.csv`` (same fields); their paths."""
+def write_results(
+    out: Path, records: Sequence[RunRecord], *, extra: dict[str, Any] | None = None
+) -> dict[str, Path]:
+    """``results.json`` (one entry per run, NaN as null, then ``extra``'s keys), ``results.csv`` (the runs'
+    fields); their paths."""
     from reslab.engine.rundir import strict_json
 
     paths = {"results.json": out / "results.json", "results.csv": out / "results.csv"}
     entries = [r.to_dict() for r in records]
-    paths["results.json"].write_text(strict_json({"runs": entries}), encoding="utf-8")
+    paths["results.json"].write_text(strict_json({"runs": entries, **(extra or {})}), encoding="utf-8")
     with open(paths["results.csv"], "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
         writer.writeheader()

@@ -45,10 +45,15 @@ class Job:
     seed: int
     model: str
     config: TrainConfig  # with ``out`` = the run directory
+    label: str = ""  # what progress lines call the run; default the model's name
 
     @property
     def run_dir(self) -> Path:
         return Path(str(self.config.out))
+
+    @property
+    def name(self) -> str:
+        return self.label or self.model
 
 
 def free_fields() -> tuple[str, ...]:
@@ -168,12 +173,12 @@ def train_job(job: Job, state: str, say: Say) -> tuple[RunRecord, str]:
                 result = train(replace(job.config, out=None, resume=str(job.run_dir)))
                 how = "resumed"
             except CheckpointError as err:
-                say(f"  cannot resume ({err}); training {job.model} from the start")
+                say(f"  cannot resume ({err}); training {job.name} from the start")
                 result, how = train(replace(job.config, overwrite=True)), "trained"
         else:  # overwrite: a run directory of this sweep that holds no usable run (our own files only)
             result, how = train(replace(job.config, overwrite=True)), "trained"
     except DivergedError as err:
-        say(f"  {job.model} (seed {job.seed}) diverged at iteration {err.iteration}; the sweep goes on")
+        say(f"  {job.name} (seed {job.seed}) diverged at iteration {err.iteration}; the sweep goes on")
         return diverged_record(job), "diverged"
     return record_of(job, result.__dict__, result.history), how
 
@@ -229,7 +234,7 @@ def run_jobs(
             outcome = f"diverged at iteration {record.diverged_at}"
         else:
             outcome = f"train err {record.final_train_error:.2%}, test err {record.final_test_error:.2%}"
-        say(f"[{k}/{len(todo)}] {how} {job.model} (seed {job.seed}): {outcome}, {record.seconds:.0f} s")
+        say(f"[{k}/{len(todo)}] {how} {job.name} (seed {job.seed}): {outcome}, {record.seconds:.0f} s")
         if on_run is not None:
             on_run(record, how)
     return records
@@ -244,7 +249,7 @@ def _obtain(job: Job, state: str, say: Say, counter: str, eta: str) -> tuple[Run
         return record, "trained" if state == "parallel" else "reused"
     state = "interrupted" if state in ("finished", "parallel") else state  # unreadable summary: redo the end
     verb = "resuming" if state == "interrupted" else "training"
-    say(f"{counter} {verb} {job.model} (seed {job.seed}) -> {job.run_dir} | sweep {eta}")
+    say(f"{counter} {verb} {job.name} (seed {job.seed}) -> {job.run_dir} | sweep {eta}")
     try:
         return train_job(job, state, say)
     except KeyboardInterrupt:
@@ -269,7 +274,7 @@ def _run_on_devices(todo: list[Job], states: dict[int, str], devices: Sequence[s
     started = time.perf_counter()
 
     def done(k: int, _result: object) -> None:
-        say(f"  finished {todo[k].model} (seed {todo[k].seed}) at {_clock(time.perf_counter() - started)}")
+        say(f"  finished {todo[k].name} (seed {todo[k].seed}) at {_clock(time.perf_counter() - started)}")
 
     train_on_devices(configs, list(devices), on_done=done)
     for j in todo:

@@ -17,17 +17,25 @@ plain twin has fewer parameters, by the projections it does not need.
 
 ``branch_out`` is a parameter-free ``nn.Identity``: register a forward hook on it to read the residual
 branch's output F(x) (before the addition and before any final ReLU) without changing any state_dict key.
+
+The ablations of He et al. 2016 ("Identity Mappings", sec. 3-4) are block options too: a ``variant``
+(:class:`~reslab.models.identity_mappings.ShortcutVariant`) replaces the identity ``h(x) = x`` of
+:class:`BasicBlock` by Fig. 2's scaling, gating or dropout, one ``modulation`` module between the two shortcut
+lines; :mod:`reslab.models.identity_mappings` also holds those modules and Fig. 4's orders of BN and ReLU.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from reslab.errors import ConfigError
+
+if TYPE_CHECKING:
+    from reslab.models.identity_mappings import ShortcutVariant
 
 Shortcut = Literal["A", "B", "C"]
 ShortcutPad = Literal["after", "both"]
@@ -211,6 +219,7 @@ class BasicBlock(nn.Module):
         residual: bool = True,
         shortcut: Shortcut = "B",
         shortcut_pad: ShortcutPad = "after",
+        variant: ShortcutVariant | None = None,
     ) -> None:
         super().__init__()
         self.residual = residual
@@ -222,6 +231,7 @@ class BasicBlock(nn.Module):
         self.downsample = (
             make_shortcut(in_planes, planes, stride, shortcut, pad=shortcut_pad) if residual else None
         )
+        self.modulation = _modulation(variant, residual, in_planes, planes, stride)
         self.branch_out = nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C_in, H, W)
@@ -230,6 +240,8 @@ class BasicBlock(nn.Module):
         out = self.bn2(self.conv2(out))  # F(x): (B, C_out, H', W')
         out = self.branch_out(out)
         if self.residual:
+            if self.modulation is not None:  # He et al. 2016, Fig. 2(b)-(f): h(x) and F(x) rescaled
+                identity, out = self.modulation(x, identity, out)
             out = out + identity
         return self.relu(out)
 
@@ -391,3 +403,10 @@ class PreActBottleneck(nn.Module):
 def _shortcut_input(shortcut: nn.Module, x: torch.Tensor, pre: torch.Tensor) -> torch.Tensor:
     # A projection shares the block's BN-ReLU (He et al. 2016 code); option A pads the raw input.
     return x if isinstance(shortcut, PadShortcut) else pre
+
+
+def _modulation(
+    variant: ShortcutVariant | None, residual: bool, in_planes: int, planes: int, stride: int
+) -> nn.Module | None:
+    # A plain twin has no shortcut to modulate; identity and conv1x1 need no module.
+    return variant.modulation(in_planes, planes, stride) if residual and variant is not None else None

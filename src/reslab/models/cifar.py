@@ -7,6 +7,7 @@ strides 1, 2, 2, and share the width multiplier k of Zagoruyko & Komodakis 2016 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -20,6 +21,7 @@ from reslab.models.blocks import (
     Shortcut,
     ShortcutPad,
 )
+from reslab.models.identity_mappings import PLACEMENTS, Placement, ReorderedBasicBlock, ShortcutVariant
 from reslab.models.nets import GLOBAL_POOLS, GlobalPool, StagedNet, WindowAvgPool, check_classes, init_weights
 
 
@@ -36,6 +38,10 @@ class CifarResNet(StagedNet):
     option A's zero-padding shortcuts still only add channels, and k = 1 is the paper's net.
     ``shortcut_pad`` (where option A puts its zero channels) and ``global_pool`` change no parameter; "both"
     and "window" reproduce the akamaster/pytorch_resnet_cifar10 nets bit for bit.
+    The ablations of He et al. 2016 (basic blocks, post-activation family): ``variant`` puts a shortcut
+    function of Fig. 2 on every unit (``conv1x1`` = option C), and ``placement`` one of Fig. 4's orders of
+    BN and ReLU (:class:`ReorderedBasicBlock`). For the pre-activation orders the stem keeps its BN-ReLU as
+    the first unit's activation and the last unit gets an extra one after its addition (the appendix).
     """
 
     stage_names = ("layer1", "layer2", "layer3")
@@ -56,45 +62,44 @@ class CifarResNet(StagedNet):
         widen: float = 1.0,
         zero_init_residual: bool = False,
         activation_checkpointing: bool = False,
+        variant: ShortcutVariant | None = None,
+        placement: Placement = "original",
     ) -> None:
         super().__init__()
         n = cifar_blocks_per_stage(depth, bottleneck=bottleneck)
         check_classes(num_classes)
         if global_pool not in GLOBAL_POOLS:
             raise ConfigError(f"unknown global_pool {global_pool!r}; use 'adaptive' or 'window'")
+        _check_ablation(variant, placement, basic_post_activation=not (bottleneck or preact))
         widths = [widened(c, widen) for c in (16, 32, 64)]  # (16, 32, 64) at k = 1
         self.depth, self.residual, self.widen = depth, residual, widen
         self.default_input_size = (in_channels, 32, 32)
         self.activation_checkpointing = activation_checkpointing
+        self.preact, self.placement = preact, placement
         option: Shortcut = shortcut or ("B" if bottleneck else "A")
+        if variant is not None and variant.kind == "conv1x1":
+            option = "C"  # He et al. 2016, Fig. 2(e): a 1x1 conv (+ BN) on every shortcut
         stem = widths[0]
         self.conv1 = nn.Conv2d(in_channels, stem, kernel_size=3, padding=1, bias=False)  # (B, 16k, 32, 32)
         if not preact:  # a pre-activation net's first block starts with its own BN-ReLU
             self.bn1 = nn.BatchNorm2d(stem)
             self.relu = nn.ReLU()
+        common = dict(residual=residual, shortcut=option, shortcut_pad=shortcut_pad)
         in_planes = stem
         for i, (planes, stride) in enumerate(zip(widths, (1, 2, 2)), start=1):
             blocks: list[nn.Module] = []
             for j in range(n):
-                s = stride if j == 0 else 1
-                if bottleneck:
-                    cls = PreActBottleneck if preact else Bottleneck
-                    block = cls(
-                        in_planes, planes, s, residual=residual, shortcut=option, shortcut_pad=shortcut_pad,
-                        stride_in_1x1=stride_in_1x1,
-                    )  # fmt: skip
-                else:
-                    cls = PreActBasicBlock if preact else BasicBlock
-                    block = cls(
-                        in_planes, planes, s, residual=residual, shortcut=option, shortcut_pad=shortcut_pad
-                    )
+                block = _block(
+                    in_planes, planes, stride if j == 0 else 1, bottleneck=bottleneck, preact=preact,
+                    stride_in_1x1=stride_in_1x1, variant=variant, placement=placement,
+                    after_stem=i == 1 and j == 0, **common,
+                )  # fmt: skip
                 blocks.append(block)
-                in_planes = planes * cls.expansion
+                in_planes = planes * block.expansion
             self.add_module(f"layer{i}", nn.Sequential(*blocks))
-        if preact:  # He et al. 2016: the last unit's output still needs BN-ReLU before pooling
+        if preact or placement == "full_preact":  # the last unit's output still needs BN-ReLU (appendix)
             self.bn = nn.BatchNorm2d(in_planes)
             self.relu = nn.ReLU()
-        self.preact = preact
         self.avgpool = nn.AdaptiveAvgPool2d(1) if global_pool == "adaptive" else WindowAvgPool()
         self.fc = nn.Linear(in_planes, num_classes)
         init_weights(self, zero_init_residual=zero_init_residual)
@@ -104,9 +109,48 @@ class CifarResNet(StagedNet):
         if not self.preact:
             x = self.relu(self.bn1(x))
         x = self._run_stages(x)  # (B, 64k|256k, H/4, W/4)
-        if self.preact:
+        if self.preact or self.placement == "full_preact":
             x = self.relu(self.bn(x))
+        elif self.placement == "relu_preact":
+            x = self.relu(x)  # Fig. 4(d)'s activation after the last unit's addition
         return torch.flatten(self.avgpool(x), 1)
+
+
+def _block(
+    in_planes: int,
+    planes: int,
+    stride: int,
+    *,
+    bottleneck: bool,
+    preact: bool,
+    stride_in_1x1: bool,
+    variant: ShortcutVariant | None,
+    placement: Placement,
+    after_stem: bool,
+    **common: Any,
+) -> nn.Module:
+    """One unit of a CIFAR net: bottleneck or basic, pre- or post-activation, in the order ``placement``."""
+    if bottleneck:
+        cls = PreActBottleneck if preact else Bottleneck
+        return cls(in_planes, planes, stride, stride_in_1x1=stride_in_1x1, **common)
+    if preact:
+        return PreActBasicBlock(in_planes, planes, stride, **common)
+    if placement != "original":
+        return ReorderedBasicBlock(
+            in_planes, planes, stride, placement=placement, after_stem=after_stem, variant=variant, **common
+        )
+    return BasicBlock(in_planes, planes, stride, variant=variant, **common)
+
+
+def _check_ablation(variant: ShortcutVariant | None, placement: str, *, basic_post_activation: bool) -> None:
+    if placement not in PLACEMENTS:
+        raise ConfigError(f"unknown placement {placement!r}; use one of {', '.join(PLACEMENTS)}")
+    ablated = (variant is not None and variant.kind != "identity") or placement != "original"
+    if ablated and not basic_post_activation:
+        raise ConfigError(
+            "shortcut_kind and placement (He et al. 2016, Fig. 2 and 4) apply to the CIFAR basic-block nets "
+            "(resnet<d>, d = 6n+2), not to the bottleneck or pre-activation families"
+        )
 
 
 class WideResNet(StagedNet):

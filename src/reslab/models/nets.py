@@ -36,6 +36,7 @@ from reslab.models.blocks import (
     ResidualDenseBlock,
     Shortcut,
 )
+from reslab.models.identity_mappings import GatedShortcut
 
 BlockKind = Literal["basic", "bottleneck"]
 GlobalPool = Literal["adaptive", "window"]
@@ -62,6 +63,9 @@ def init_weights(model: nn.Module, *, zero_init_residual: bool = False) -> None:
        stack, and after the first updates the L branches add O(1) to the stream's variance in total instead
        of a factor per block. Fixup's zero classifier, scalar biases and multipliers are left out: every
        Linear keeps its own bias, and the plain twin keeps the same classifier.
+    6. Gated shortcuts (He et al. 2016, Fig. 2(c)(d)): the gate's bias b_g starts at the block's
+       ``bias_init`` (the paper's -6 by default): sec. 3.1 found this initial value critical, and the gate's
+       1x1 conv weights are Kaiming, as every conv (step 1).
     """
     if any(p.is_meta for p in model.parameters()):
         return  # shapes only (counting, summaries): there are no values to initialise
@@ -76,6 +80,9 @@ def init_weights(model: nn.Module, *, zero_init_residual: bool = False) -> None:
             if getattr(m, "residual", False) and hasattr(m, "zero_init_last"):
                 m.zero_init_last()
     fixup = [m for m in model.modules() if getattr(m, "branch_scale", None) == "fixup"]
+    for m in model.modules():
+        if isinstance(m, GatedShortcut):
+            nn.init.constant_(m.gate.bias, m.bias_init)
     with torch.no_grad():
         for m in fixup:
             m.fc1.weight.mul_(len(fixup) ** -0.5)  # L^(-1/(2m-2)) with m = 2

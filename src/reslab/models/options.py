@@ -13,6 +13,7 @@ from typing import Any
 
 from reslab.errors import ConfigError
 from reslab.models.blocks import BranchScale, Norm, Shortcut, ShortcutPad
+from reslab.models.identity_mappings import Placement, ShortcutKind
 from reslab.models.nets import GlobalPool
 from reslab.settings import check_value, closest, setting
 
@@ -56,6 +57,29 @@ class ModelOptions:
         None,
         help="MLP residual blocks: rezero | sqrt_depth | fixup (see ResidualDenseBlock); plain twins: none",
     )
+    shortcut_kind: ShortcutKind | None = setting(
+        None,
+        help="CIFAR basic blocks, h(x) of He et al. 2016 Fig. 2: identity | scaling | exclusive_gate | "
+        "shortcut_gate | conv1x1 | dropout; default identity",
+    )
+    shortcut_scale: float | None = setting(
+        None, help="shortcut_kind=scaling: λ on the shortcut; default 0.5 (the paper)"
+    )
+    scale_branch: bool | None = setting(
+        None, help="shortcut_kind=scaling: F scaled by 1-λ too (default: Table 1's 'frozen gating')"
+    )
+    gate_bias: float | None = setting(
+        None,
+        help="gated shortcut kinds: the gate bias b_g at initialisation; default -6 (the paper's best)",
+    )
+    shortcut_dropout: float | None = setting(
+        None, help="shortcut_kind=dropout: the ratio dropped; default 0.5 (the paper)"
+    )
+    placement: Placement | None = setting(
+        None,
+        help="CIFAR basic blocks, BN/ReLU order of He et al. 2016 Fig. 4: original | bn_after_add | "
+        "relu_before_add | relu_preact | full_preact; default original",
+    )
     activation_checkpointing: bool = setting(
         False, help="recompute each block in the backward pass: less memory"
     )
@@ -74,3 +98,25 @@ def model_options(name: str, given: Mapping[str, Any]) -> ModelOptions:
         if key not in OPTION_NAMES:
             raise ConfigError(f"{where}: unknown option {key!r}{closest(str(key), list(OPTION_NAMES))}")
     return ModelOptions(**{k: check_value(ModelOptions, k, v, where) for k, v in given.items()})
+
+
+def parse_entry(entry: str) -> tuple[str, dict[str, Any]]:
+    """``"resnet56:shortcut_kind=scaling:shortcut_scale=0.8"`` -> ``("resnet56", {...})``.
+
+    A name followed by ``:KEY=VALUE`` options, each value read as a YAML scalar (``0.8``, ``true``, ``B``), as
+    ``--model-kwargs`` reads them; so one list of names can hold the same model with different options. The
+    options are not checked here: ``build_model`` checks them against :class:`ModelOptions`.
+    """
+    import yaml
+
+    name, *parts = entry.split(":")
+    options: dict[str, Any] = {}
+    for part in parts:
+        key, sep, raw = part.partition("=")
+        if not sep or not key.strip() or not name.strip():
+            raise ConfigError(f"{entry!r}: write NAME:KEY=VALUE, e.g. resnet56:shortcut_kind=scaling")
+        try:
+            options[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            options[key.strip()] = raw
+    return name.strip(), options

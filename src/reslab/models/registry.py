@@ -27,6 +27,7 @@ import torch
 from reslab.errors import ConfigError
 from reslab.models.blocks import BranchScale, Norm, Shortcut
 from reslab.models.cifar import CifarResNet, WideResNet
+from reslab.models.identity_mappings import Placement, ShortcutKind, ShortcutVariant
 from reslab.models.nets import ResidualMLP, ResNet, StagedNet
 from reslab.models.options import ModelOptions, model_options
 from reslab.models.specs import FAMILIES as FAMILIES  # re-exported: `reslab models --family` lists them
@@ -173,7 +174,7 @@ def _spec_with(spec: ModelSpec, opts: ModelOptions, name: str) -> ModelSpec:
         raise ConfigError(f"{name} takes its width k from its name; build wrn<d>_<k> (e.g. wrn28_4) instead")
     changes = {
         k: getattr(opts, k)
-        for k in ("shortcut", "stride_in_1x1", "width", "widen", "dropout")
+        for k in ("shortcut", "stride_in_1x1", "width", "widen", "dropout", "shortcut_kind", "placement")
         if getattr(opts, k) is not None
     }
     spec = replace(spec, **changes)
@@ -241,8 +242,39 @@ def _build_conv(name: str, spec: ModelSpec, opts: ModelOptions) -> StagedNet:
         global_pool=opts.global_pool or "adaptive",
         stride_in_1x1=spec.stride_in_1x1,
         widen=spec.widen,
+        variant=_shortcut_variant(name, spec, opts),
+        placement=spec.placement,
         **common,
     )
+
+
+# The options that tune one shortcut kind: (ModelOptions field, ShortcutVariant field, the kinds it tunes).
+_KIND_OPTIONS = (
+    ("shortcut_scale", "scale", ("scaling",)),
+    ("scale_branch", "scale_branch", ("scaling",)),
+    ("gate_bias", "gate_bias", ("exclusive_gate", "shortcut_gate")),
+    ("shortcut_dropout", "dropout", ("dropout",)),
+)
+
+
+def _shortcut_variant(name: str, spec: ModelSpec, opts: ModelOptions) -> ShortcutVariant | None:
+    """The shortcut function of He et al. 2016, Fig. 2 (None: the identity); its options checked."""
+    values = {}
+    for option, field, kinds in _KIND_OPTIONS:
+        value = getattr(opts, option)
+        if value is None:
+            continue
+        if spec.shortcut_kind not in kinds:
+            raise ConfigError(
+                f"{name}: {option} applies to shortcut_kind={' or '.join(kinds)}, not {spec.shortcut_kind!r}"
+            )
+        values[field] = value
+    if spec.shortcut_kind == "identity":
+        return None
+    try:
+        return ShortcutVariant(spec.shortcut_kind, **values)
+    except ConfigError as err:
+        raise ConfigError(f"{name}: {err}") from None
 
 
 def cifar_resnet(
@@ -312,6 +344,8 @@ def parameter_count(
     widen: float | None = None,
     norm: Norm = None,
     branch_scale: BranchScale = None,
+    shortcut_kind: ShortcutKind | None = None,
+    placement: Placement | None = None,
 ) -> int:
     """Parameters of ``build_model(name, ...)`` from the architecture's formula, without building it.
 
@@ -319,8 +353,9 @@ def parameter_count(
     models (see :func:`reslab.models.specs.count_parameters_of`).
     """
     spec = model_info(name)
-    if widen is not None:
-        spec = replace(spec, widen=widen)
+    changes = {"widen": widen, "shortcut_kind": shortcut_kind, "placement": placement}
+    if any(v is not None for v in changes.values()):
+        spec = replace(spec, **{k: v for k, v in changes.items() if v is not None})
         validate_spec(spec, name)
     if spec.family == "mlp" and in_channels is not None:
         raise ConfigError(f"{name} flattens its input (784 features by default): in_channels does not apply")

@@ -11,6 +11,13 @@ from typing import Literal
 from reslab.errors import ConfigError
 from reslab.models.blocks import SHORTCUTS, BranchScale, Norm, Shortcut
 from reslab.models.cifar import check_widen, cifar_blocks_per_stage, widened, wrn_blocks_per_stage
+from reslab.models.identity_mappings import (
+    PLACEMENTS,
+    PREACT_PLACEMENTS,
+    SHORTCUT_KINDS,
+    Placement,
+    ShortcutKind,
+)
 
 Family = Literal["mlp", "cifar", "cifar_preact", "wrn", "imagenet"]
 FAMILIES: tuple[str, ...] = ("mlp", "cifar", "cifar_preact", "wrn", "imagenet")
@@ -38,6 +45,8 @@ class ModelSpec:
     width: int = 64  # "mlp" only: units per dense layer (the lecture's nets are narrow)
     widen: float = 1.0  # CIFAR families and "wrn": channel multiplier k (stages of 16k/32k/64k channels)
     dropout: float = 0.0  # "wrn" only: dropout between the two convs of each block (the paper: 0.3)
+    shortcut_kind: ShortcutKind = "identity"  # "cifar" residual nets: h(x) of He et al. 2016, Fig. 2
+    placement: Placement = "original"  # "cifar" residual nets: BN/ReLU order of He et al. 2016, Fig. 4
 
     @property
     def kind(self) -> str:
@@ -72,6 +81,7 @@ def validate_spec(spec: ModelSpec, name: str) -> None:
         raise ConfigError(f"{name}: dropout must be a probability in [0, 1), got {p!r}")
     if p != 0 and spec.family != "wrn":
         raise ConfigError(f"{name}: dropout applies to Wide ResNets (wrn<d>_<k>) only")
+    _validate_ablation(spec, name)
     if spec.family == "mlp":
         if spec.depth < 1 or spec.width < 1:
             raise ConfigError(f"{name}: an MLP needs depth >= 1 dense blocks and width >= 1")
@@ -92,6 +102,37 @@ def validate_spec(spec: ModelSpec, name: str) -> None:
         except ConfigError as err:
             extra = " (or 18, 34, 50, 101, 152 for ImageNet)" if spec.family == "cifar" else ""
             raise ConfigError(f"{name}: {err}{extra}") from None
+
+
+def _validate_ablation(spec: ModelSpec, name: str) -> None:
+    """He et al. 2016's shortcut kinds and BN/ReLU orders: residual CIFAR basic-block nets only."""
+    if spec.shortcut_kind not in SHORTCUT_KINDS:
+        raise ConfigError(
+            f"{name}: unknown shortcut_kind {spec.shortcut_kind!r}; use {', '.join(SHORTCUT_KINDS)}"
+        )
+    if spec.placement not in PLACEMENTS:
+        raise ConfigError(f"{name}: unknown placement {spec.placement!r}; use one of {', '.join(PLACEMENTS)}")
+    given = [
+        f"{key}={value!r}"
+        for key, value, default in (
+            ("shortcut_kind", spec.shortcut_kind, "identity"),
+            ("placement", spec.placement, "original"),
+        )
+        if value != default
+    ]
+    if given and spec.family != "cifar":
+        raise ConfigError(
+            f"{name}: {', '.join(given)} applies to the CIFAR basic-block nets (resnet<d>, d = 6n+2) only"
+        )
+    if given and not spec.residual:
+        raise ConfigError(
+            f"{name} is a plain twin: it has no shortcut and no addition for {', '.join(given)}"
+        )
+    if spec.shortcut_kind == "conv1x1" and spec.shortcut not in (None, "C"):
+        raise ConfigError(
+            f"{name}: shortcut_kind='conv1x1' is a projection on every shortcut (option C); "
+            f"drop shortcut={spec.shortcut!r}"
+        )
 
 
 def count_parameters_of(
@@ -123,18 +164,36 @@ def count_parameters_of(
         kind, layers = IMAGENET_LAYERS[spec.depth]
         total, cin = c * 64 * 49 + 2 * 64, 64  # 7x7 stem conv + BN
         plan = [(p, n, 1 if i == 0 else 2) for i, (p, n) in enumerate(zip((64, 128, 256, 512), layers))]
-        bottleneck, preact, option = kind == "bottleneck", False, spec.shortcut or "B"
+        return _staged_total(spec, total, cin, plan, k, bottleneck=kind == "bottleneck", preact=False)
+    widths = [widened(base, spec.widen) for base in (16, 32, 64)]
+    bottleneck = spec.family == "cifar_preact"
+    preact = spec.family in ("cifar_preact", "wrn")
+    if spec.family == "wrn":
+        n, stem = wrn_blocks_per_stage(spec.depth), 16
     else:
-        widths = [widened(base, spec.widen) for base in (16, 32, 64)]
-        bottleneck = spec.family == "cifar_preact"
-        preact = spec.family in ("cifar_preact", "wrn")
-        if spec.family == "wrn":
-            n, option, stem = wrn_blocks_per_stage(spec.depth), spec.shortcut or "B", 16
-        else:
-            n = cifar_blocks_per_stage(spec.depth, bottleneck=bottleneck)
-            option, stem = spec.shortcut or ("B" if bottleneck else "A"), widths[0]
-        total, cin = c * stem * 9 + (0 if preact else 2 * stem), stem  # 3x3 stem conv (+ BN if post-act.)
-        plan = [(widths[0], n, 1), (widths[1], n, 2), (widths[2], n, 2)]
+        n, stem = cifar_blocks_per_stage(spec.depth, bottleneck=bottleneck), widths[0]
+    total = c * stem * 9 + (0 if preact else 2 * stem)  # 3x3 stem conv (+ BN if post-activation)
+    plan = [(widths[0], n, 1), (widths[1], n, 2), (widths[2], n, 2)]
+    return _staged_total(spec, total, stem, plan, k, bottleneck=bottleneck, preact=preact)
+
+
+def _staged_total(
+    spec: ModelSpec,
+    total: int,
+    cin: int,
+    plan: list[tuple[int, int, int]],
+    k: int,
+    *,
+    bottleneck: bool,
+    preact: bool,
+) -> int:
+    """``total`` (the stem) plus every block of ``plan`` (planes, blocks, stride per stage) and the head."""
+    default = "B" if spec.family in ("imagenet", "wrn") or bottleneck else "A"
+    option = "C" if spec.shortcut_kind == "conv1x1" else spec.shortcut or default
+    unit_preact = preact or spec.placement == "full_preact"  # a BN on the block's input channels
+    proj_bn = not (preact or spec.placement in PREACT_PLACEMENTS)  # pre-activation projections have none
+    gated = spec.shortcut_kind in ("exclusive_gate", "shortcut_gate")
+    first = True
     for planes, n, stride in plan:
         for j in range(n):
             cout = planes * (4 if bottleneck else 1)
@@ -142,11 +201,13 @@ def count_parameters_of(
                 total += cin * planes + 9 * planes * planes + planes * cout + 2 * (2 * planes)
                 total += 2 * cin if preact else 2 * cout
             else:
-                total += (
-                    9 * cin * planes + 9 * planes * planes + 2 * planes + (2 * cin if preact else 2 * planes)
-                )
+                total += 9 * cin * planes + 9 * planes * planes + 2 * planes
+                # full pre-activation: the first unit's input BN is the stem's (He et al. 2016, appendix)
+                total += (0 if first and not preact else 2 * cin) if unit_preact else 2 * planes
             changes = (stride if j == 0 else 1) != 1 or cin != cout
             if spec.residual and (option == "C" or (option == "B" and changes)):
-                total += cin * cout + (0 if preact else 2 * cout)  # projection (+ BN if post-activation)
-            cin = cout
-    return total + (2 * cin if preact else 0) + cin * k + k  # final BN of pre-activation nets, then fc
+                total += cin * cout + (2 * cout if proj_bn else 0)  # projection (+ BN if post-activation)
+            if spec.residual and gated:
+                total += cin * cout + cout  # the gate's 1x1 conv and its bias b_g
+            cin, first = cout, False
+    return total + (2 * cin if unit_preact else 0) + cin * k + k  # final BN of pre-activation nets, then fc

@@ -1,0 +1,440 @@
+"""``ablate(cfg) -> AblateResult``: the ablations of He et al. 2016, "Identity Mappings", sections 3-4.
+
+At one depth, train the residual CIFAR net once per variant and seed (a shortcut function of Fig. 2 /
+Table 1, or an order of BN and ReLU of Fig. 4 / Table 2) with the same recipe, seeds and initialisation
+scheme; then write the figures and tables, with the paper's error beside each variant it reports. Each run is
+an ordinary run directory ``<out>/<variant>-s<seed>``; running, reuse, resume and divergence are
+:mod:`reslab.experiments.sweep`'s. :class:`AblateConfig` holds the sweep's own settings and, derived from
+:class:`~reslab.engine.TrainConfig`, every training setting as an optional override of the preset.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import re
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, TextIO
+
+from reslab.engine import RECIPES, TrainConfig
+from reslab.errors import ConfigError
+from reslab.experiments.degradation import model_name
+from reslab.experiments.paper_tables import paper_error, paper_note
+from reslab.experiments.results import Row, RunRecord, aggregate, write_results
+from reslab.experiments.sweep import Job, OnRun, check_sweep_file, comparable, run_jobs
+from reslab.settings import fields_of, overrides_class, setting
+
+SWEEP_FILE = "ablate.json"
+
+# Each variant is build_model options on the residual CIFAR net (He et al. 2016; the figure it draws).
+VARIANTS: dict[str, dict[str, Any]] = {
+    "identity": {},  # Fig. 2(a) = Fig. 4(a): y = relu(x + F(x)), the original unit
+    "scaling": {"shortcut_kind": "scaling"},  # Fig. 2(b): relu(0.5x + 0.5F(x))
+    "exclusive_gate": {"shortcut_kind": "exclusive_gate"},  # Fig. 2(c): relu((1-g)x + gF(x)), b_g = -6
+    "shortcut_gate": {"shortcut_kind": "shortcut_gate"},  # Fig. 2(d): relu((1-g)x + F(x)), b_g = -6
+    "conv1x1": {"shortcut_kind": "conv1x1"},  # Fig. 2(e): relu(BN(W_s x) + F(x)) on every unit
+    "dropout": {"shortcut_kind": "dropout"},  # Fig. 2(f): relu(m⊙x + F(x)), dropout 0.5
+    "bn_after_add": {"placement": "bn_after_add"},  # Fig. 4(b)
+    "relu_before_add": {"placement": "relu_before_add"},  # Fig. 4(c)
+    "relu_preact": {"placement": "relu_preact"},  # Fig. 4(d)
+    "full_preact": {"placement": "full_preact"},  # Fig. 4(e)
+}
+
+# The CPU default must finish in <= 10 min on a 2-core CPU and show, over seeds, the identity beating constant
+# scaling and the dropout shortcut on final training error (every calibration run is in
+# benchmarks/calibration/ablate/ABLATE.md).
+# Same recipe as `reslab compare` (batch 128, no label smoothing, 1-epoch warm-up then cosine). Final training
+# error in %, mean ± std over 3 seeds (one seed where marked):
+#   depth, epochs   identity      scaling       dropout        time (2 cores)
+#   20, 3           1.78 ± 0.12   3.98 ± 0.47   25.7 ± 4.3     144 s
+#   20, 4           0.88 ± 0.04   1.46 ± 0.10   4.80 ± 0.47    173 s
+#   20, 6           0.13 ± 0.01   0.33 ± 0.04   2.87 ± 0.49    239 s
+#   32, 3           3.38 ± 1.49   4.03 ± 0.90   38.6 ± 19.0    207 s  (scaling not separated)
+#   44, 3           7.45 ± 4.47   12.8 ± 9.3    64.5 ± 30.6    274 s  (scaling not separated)
+#   56, 5 (1 seed)  2.85          5.20          19.45          194 s for 3 runs
+#   110 at widen 0.5, 3 epochs (1 seed): identity 55.7, scaling 88.0, dropout 90.0: nothing has trained yet
+# Why depth 20, 6 epochs: deeper nets are not trained after the epochs a 10-minute budget allows, and their
+# seed noise hides the scaled shortcut (32 and 44 layers); at 20 layers the identity fits the training set
+# (0.13%) while constant scaling stays 2.5x higher on every seed and dropout 20x. The test errors of identity
+# and scaling are the same (2.77 ± 0.32%): on this data the scaled shortcut costs optimisation, not accuracy.
+PRESETS: dict[str, dict[str, Any]] = {
+    # mnist5k on a laptop CPU: identity vs constant scaling vs dropout shortcut, 3 seeds, about 4 minutes.
+    "default": {
+        "recipe": "default",
+        "dataset": "mnist5k",
+        "depth": 20,
+        "widen": 1.0,
+        "seeds": 3,
+        "variants": ("identity", "scaling", "dropout"),
+        "epochs": 6,
+        "train": {"batch_size": 128, "label_smoothing": 0.0, "eval_every": 16},
+    },
+    # The protocol of Tables 1 and 2: ResNet-110 on CIFAR-10, the paper recipe, median of 5 runs. The tables
+    # are on the CIFAR-10 test set, so every run trains on all 50k training images (no 45k/5k split).
+    "paper": {
+        "recipe": "paper",
+        "dataset": "cifar10",
+        "depth": 110,
+        "widen": 1.0,
+        "seeds": 5,
+        # Table 1's rows, then Table 2's (the gates at the paper's best b_g = -6, and b_g = 0 for the
+        # shortcut-only gate); the exclusive gate at b_g = 0 to -5 "fails" in the paper.
+        "variants": (
+            *("identity", "scaling", "scaling:scale_branch=false", "exclusive_gate", "shortcut_gate"),
+            *("shortcut_gate:gate_bias=0", "conv1x1", "dropout", "bn_after_add", "relu_before_add"),
+            *("relu_preact", "full_preact"),
+        ),
+        "epochs": None,  # the recipe's 64k iterations
+        "train": {"val_split": None},
+    },
+}
+# Set per run by the sweep itself, so not overridable.
+_PER_RUN = ("model", "seed", "out", "resume", "overwrite")
+
+
+@dataclass(kw_only=True)
+class _AblateSettings:
+    """The sweep's own settings; the training settings are added from TrainConfig below."""
+
+    variants: tuple[str, ...] | None = setting(
+        None,
+        help=f"NAME[:KEY=VALUE...], the first is the baseline; names: {', '.join(VARIANTS)}; options are "
+        "build_model's, e.g. shortcut_gate:gate_bias=0 (paper preset: the rows of Tables 1-2)",
+        metavar="V,V",
+    )
+    depth: int | None = setting(None, help="layers of the resnet, 6n+2 (paper preset: 110)", metavar="D")
+    widen: float | None = setting(None, help="channel multiplier k: stages of 16k/32k/64k", metavar="K")
+    seeds: int | None = setting(
+        None, help="seeds 0..N-1 per variant: mean ± std over them (paper preset: 5)", metavar="N"
+    )
+    preset: str = setting("default", help="default: mnist5k, minutes on a CPU; paper: Tables 1-2 on cifar10")
+    recipe: str | None = setting(None, help="training recipe under the preset's settings (default, paper)")
+    devices: tuple[str, ...] | None = setting(
+        None,
+        help="train one run per device at a time, e.g. cuda:0,cuda:1 (each in its own process)",
+        metavar="DEV,DEV",
+    )
+    out: str | None = setting(
+        None, help="default: runs/ablate-resnet<d>-<dataset>-<hash of the settings>", metavar="DIR"
+    )
+    retry_diverged: bool = setting(
+        False, help="train again the runs that diverged (off: keep them as results)"
+    )
+    run_index: int | None = setting(
+        None,
+        help="train only run I of the sweep (see --list-runs); a later full call gathers them",
+        metavar="I",
+    )
+
+    def resolve(self) -> AblateConfig:
+        """Validate and fill every ``None`` from the preset; raises :class:`ConfigError` (one line)."""
+        if self.preset not in PRESETS:
+            raise ConfigError(f"unknown --preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
+        preset = PRESETS[self.preset]
+        recipe = self.recipe or preset["recipe"]
+        if recipe not in RECIPES:
+            raise ConfigError(f"unknown --recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
+        seeds = preset["seeds"] if self.seeds is None else self.seeds
+        if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+            raise ConfigError(f"--seeds must be a positive integer, got {seeds}")
+        if self.epochs is not None and self.iterations is not None:  # type: ignore[attr-defined]
+            raise ConfigError("give at most one of --epochs or --iterations")
+        if self.devices is not None and (not self.devices or not all(self.devices)):
+            raise ConfigError("--devices is empty; give e.g. --devices cuda:0,cuda:1")
+        epochs, iterations = self.epochs, self.iterations  # type: ignore[attr-defined]
+        if epochs is None and iterations is None:
+            epochs = preset["epochs"]
+        cfg = replace(
+            self,  # type: ignore[arg-type]
+            variants=tuple(self.variants if self.variants is not None else preset["variants"]),
+            depth=preset["depth"] if self.depth is None else self.depth,
+            widen=preset["widen"] if self.widen is None else self.widen,
+            seeds=seeds,
+            dataset=self.dataset or preset["dataset"],  # type: ignore[attr-defined]
+            recipe=recipe,
+            epochs=epochs,
+            iterations=iterations,
+        )
+        unit = sorted(
+            {"shortcut_kind", "placement"} & set(cfg.train_config_overrides().get("model_kwargs", {}))
+        )
+        if unit:
+            raise ConfigError(
+                f"--model-kwargs {unit[0]}=... would change every variant, the baseline too; give it per "
+                "variant instead, e.g. --variants identity,scaling:shortcut_scale=0.8"
+            )
+        check_variants(cfg.variants, cfg.depth, cfg.widen)
+        cfg.train_config(cfg.variants[0], seed=0, out=".").validate()
+        if cfg.out is None:
+            safe = str(cfg.dataset).replace(":", "_").replace("/", "_")
+            name = f"ablate-{cfg.model}-{safe}-{cfg.settings_hash()}"
+            cfg = replace(cfg, out=str(Path("runs") / name))
+        n = len(cfg.variants) * cfg.seeds
+        if cfg.run_index is not None and not 0 <= cfg.run_index < n:
+            raise ConfigError(
+                f"--run-index {cfg.run_index} is outside this sweep's runs 0..{n - 1}; see --list-runs"
+            )
+        return cfg  # type: ignore[return-value]
+
+    @property
+    def model(self) -> str:
+        """The registry name of the net every variant modifies (call on a resolved config)."""
+        return model_name("cifar", int(self.depth or 0), residual=True)
+
+    def build_options(self, variant: str) -> dict[str, Any]:
+        """build_model options of one variant: the preset's and --model-kwargs, widen, then the variant's."""
+        name, options = variant_options(variant)
+        given = self.train_config_overrides().get("model_kwargs", {})
+        widen = {} if self.widen in (None, 1.0) else {"widen": self.widen}
+        return {**given, **widen, **VARIANTS[name], **options}
+
+    def train_config_overrides(self) -> dict[str, Any]:
+        """The preset's training settings with every TrainConfig setting given on top."""
+        given = copy.deepcopy(PRESETS[self.preset]["train"])
+        for f in fields_of(TrainConfig):
+            value = getattr(self, f.name, None) if f.name not in _PER_RUN else None
+            if value is not None:
+                given[f.name] = value
+        return given
+
+    def train_config(self, variant: str, *, seed: int, out: str) -> TrainConfig:
+        """The :class:`~reslab.engine.TrainConfig` of one run of the sweep (call on a resolved config)."""
+        given = {**self.train_config_overrides(), "model_kwargs": self.build_options(variant)}
+        return TrainConfig.from_recipe(
+            self.recipe or "default", model=self.model, seed=seed, out=out, **given
+        )
+
+    def settings(self) -> dict[str, Any]:
+        """What fixes the results (call on a resolved config), kept in ``ablate.json``: a re-run in the same
+        --out must match. The training settings are the baseline's effective TrainConfig."""
+        train = comparable(self.train_config(self.variants[0], seed=0, out=".").to_dict())  # type: ignore[index]
+        variants = list(self.variants or ())
+        grid = {"depth": self.depth, "widen": self.widen, "variants": variants, "seeds": self.seeds}
+        return {**grid, **train}
+
+    def settings_hash(self) -> str:
+        return hashlib.sha1(json.dumps(self.settings(), sort_keys=True).encode()).hexdigest()[:8]
+
+
+AblateConfig = overrides_class(
+    "AblateConfig",
+    _AblateSettings,
+    TrainConfig,
+    exclude=_PER_RUN,
+    doc="One ablation sweep: the sweep's settings, then every TrainConfig setting as an override of the "
+    "preset (None = the preset's value; see PRESETS).",
+    module=__name__,
+)
+
+
+def variant_options(variant: str) -> tuple[str, dict[str, Any]]:
+    """``"shortcut_gate:gate_bias=0"`` -> ``("shortcut_gate", {"gate_bias": 0})``; unknown names refused."""
+    from reslab.models.options import parse_entry
+    from reslab.settings import closest
+
+    name, options = parse_entry(variant)
+    if name not in VARIANTS:
+        raise ConfigError(f"unknown variant {name!r} in --variants{closest(name, list(VARIANTS))}")
+    return name, options
+
+
+def check_variants(variants: tuple[str, ...], depth: Any, widen: Any) -> None:
+    """Every variant must build at ``depth`` (one-line ConfigError naming it); at least one, no repeats."""
+    from reslab.models import build_model
+
+    if not variants:
+        raise ConfigError("--variants is empty; give e.g. --variants identity,scaling,dropout")
+    if len(set(variants)) != len(variants):
+        raise ConfigError(f"--variants repeats a variant: {','.join(variants)}; list each once")
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+        raise ConfigError(f"--depth must be a positive integer 6n+2 such as 20, 56 or 110, got {depth!r}")
+    name = model_name("cifar", depth, residual=True)
+    for v in variants:
+        base, options = variant_options(v)
+        kwargs = {**VARIANTS[base], **options, "widen": widen}
+        try:
+            build_model(name, device="meta", **kwargs)  # the registry checks depth and every option
+        except ConfigError as err:
+            raise ConfigError(f"variant {v!r}: {err}") from None
+
+
+def run_dir_name(variant: str, seed: int) -> str:
+    """``<variant>-s<seed>``, the variant's options kept readable: ``shortcut_gate_gate_bias=0-s1``."""
+    return re.sub(r"[^A-Za-z0-9_.=+-]", "_", variant) + f"-s{seed}"
+
+
+def ablate_runs(cfg: Any) -> list[Job]:
+    """The sweep's runs in training order (call on a resolved config): seed by seed, the variants in the
+    order given, so an interrupted multi-seed sweep already has a whole first picture."""
+    jobs: list[Job] = []
+    for seed in range(cfg.seeds):
+        for variant in cfg.variants:
+            tcfg = cfg.train_config(variant, seed=seed, out=str(Path(cfg.out) / run_dir_name(variant, seed)))
+            label = f"{cfg.model} {variant}"
+            jobs.append(Job(len(jobs), variant, cfg.depth, seed, cfg.model, tcfg, label=label))
+    return jobs
+
+
+@dataclass(frozen=True)
+class Separation:
+    """One variant against the baseline on final training error, over seeds."""
+
+    variant: str
+    verdict: str  # "worse" | "better" | "not separated" | "diverged" | "one seed"
+    gap: float  # mean(variant) - mean(baseline), in error fraction (nan if diverged)
+
+
+def separation(base: Row, row: Row, base_errors: list[float], errors: list[float]) -> Separation:
+    """The rule: a variant is clearly worse (better) when every seed of it is above (below) every seed of the
+    baseline and the gap of the means exceeds 2 standard errors, sqrt(s_v²/n_v + s_b²/n_b)."""
+    if row.diverged:
+        return Separation(row.kind, "diverged", float("nan"))
+    gap = row.train_error.mean - base.train_error.mean
+    if len(errors) < 2 or len(base_errors) < 2:
+        return Separation(row.kind, "one seed", gap)
+    se = (row.train_error.std**2 / len(errors) + base.train_error.std**2 / len(base_errors)) ** 0.5
+    if min(errors) > max(base_errors) and gap > 2 * se:
+        return Separation(row.kind, "worse", gap)
+    if max(errors) < min(base_errors) and -gap > 2 * se:
+        return Separation(row.kind, "better", gap)
+    return Separation(row.kind, "not separated", gap)
+
+
+def separations(rows: list[Row], records: list[RunRecord]) -> list[Separation]:
+    """Each variant after the first (the baseline) against it."""
+    errors = {
+        r.kind: [x.final_train_error for x in records if x.kind == r.kind and x.status != "diverged"]
+        for r in rows
+    }
+    base = rows[0]
+    return [separation(base, r, errors[base.kind], errors[r.kind]) for r in rows[1:]]
+
+
+def verdict(cfg: Any, rows: list[Row], seps: list[Separation]) -> str:
+    """One line: each variant's final training error against the baseline's, and whether it separates."""
+    if not rows or rows[0].train_error.n == 0:
+        return "verdict: the baseline did not train (diverged); nothing to compare against"
+    seeds = max(r.train_error.n + r.diverged for r in rows)
+    parts = [f"{rows[0].kind} {rows[0].train_error.pct()}%"]
+    for row, sep in zip(rows[1:], seps):
+        if sep.verdict == "diverged":
+            parts.append(f"{row.kind} {row.cell('train_error')}")
+        else:
+            parts.append(f"{row.kind} {row.train_error.pct()}% ({sep.verdict})")
+    spread = f"mean ± std over {seeds} seeds" if seeds > 1 else "one seed: use --seeds 3 to judge"
+    head = f"verdict: final training error at {cfg.depth} layers ({spread}): "
+    rule = "; 'worse' = every seed above every baseline seed and the gap above 2 standard errors"
+    return head + "; ".join(parts) + (rule if seeds > 1 else "")
+
+
+def markdown_table(cfg: Any, rows: list[Row]) -> str:
+    """Mean ± std (%) over seeds, one line per variant, with the paper's figure for it where it has one, and
+    where those figures come from."""
+    head = (
+        "| variant | params | train err (%) | test err (%) | paper: ResNet-110, CIFAR-10 test err (%) "
+        "| paper source | time per run (s) |"
+    )
+    lines = [head, "|:---|---:|---:|---:|---:|:---|---:|"]
+    for r in rows:
+        paper = paper_error(cfg.build_options(r.kind))
+        figure, source = paper if paper else ("–", "not in the paper")
+        lines.append(
+            f"| {r.kind} | {r.params:,} | {r.cell('train_error')} | {r.cell('test_error')} | {figure} "
+            f"| {source} | {r.seconds.mean:.0f} |"
+        )
+    seeds = max((r.train_error.n + r.diverged for r in rows), default=0)
+    note = f"mean ± std over {seeds} seeds" if seeds > 1 else "one seed (use --seeds N for mean ± std)"
+    note += "; training error in eval mode on the whole training split."
+    return "\n".join(lines) + f"\n{note}\n{paper_note()}\n"
+
+
+@dataclass
+class AblateResult:
+    """What :func:`ablate` returns; the same figures are in ``results.json`` / ``results.md``."""
+
+    out: Path
+    config: Any  # the resolved AblateConfig
+    runs: list[RunRecord]
+    rows: list[Row]  # mean ± std per variant, the baseline first
+    table: str  # the Markdown table of results.md
+    verdict: str  # one line: each variant against the baseline
+    separations: list[Separation] = field(default_factory=list)
+    files: dict[str, Path] = field(default_factory=dict)
+    figures: dict[str, Any] = field(default_factory=dict)  # name -> matplotlib Figure
+    seconds: float = 0.0  # wall time of this call (reused runs cost ~0)
+
+    def _repr_html_(self) -> str:
+        from reslab.reports import ablate_html
+
+        return ablate_html(self)
+
+
+def ablate(
+    cfg: Any = None, /, *, on_run: OnRun | None = None, stream: TextIO | None = None, **settings: Any
+) -> AblateResult:
+    """Run (or finish) the ablation sweep and write its outputs to ``cfg.out``.
+
+    ``ablate(AblateConfig(variants=("identity", "scaling")))`` or ``ablate(depth=56, seeds=2)``. ``on_run``,
+    ``stream``, progress, Ctrl-C and resume behave as in :func:`~reslab.experiments.compare`.
+    """
+    started = time.perf_counter()
+    cfg = (replace(cfg, **settings) if cfg is not None else AblateConfig(**settings)).resolve()
+    stream = stream or sys.stderr
+
+    def say(text: str) -> None:
+        if cfg.progress != "off":
+            stream.write(text + "\n")
+            stream.flush()
+
+    from reslab.engine.rundir import check_writable
+
+    out = Path(cfg.out)
+    check_writable(out)
+    check_sweep_file(out, cfg.settings(), SWEEP_FILE)
+    jobs = ablate_runs(cfg)
+    what = f"{cfg.model}, {len(cfg.variants)} variants x {cfg.seeds} seed(s)"
+    say(f"ablate: {len(jobs)} runs ({what}) on {cfg.dataset} in {out}")
+    records = run_jobs(
+        jobs, say=say, cost=lambda _job: 1.0, devices=cfg.devices, retry_diverged=cfg.retry_diverged,
+        only=cfg.run_index, on_run=on_run,
+    )  # fmt: skip
+    rows = aggregate(records, kinds=tuple(cfg.variants))
+    if cfg.run_index is not None:  # one run of a distributed sweep: the full call gathers and draws
+        return AblateResult(out, cfg, records, rows, "", "", seconds=time.perf_counter() - started)
+    return _write_outputs(cfg, out, records, rows, time.perf_counter() - started)
+
+
+def _write_outputs(
+    cfg: Any, out: Path, records: list[RunRecord], rows: list[Row], seconds: float
+) -> AblateResult:
+    """results.json/.csv/.md, curves.png and errors.png; the result with the figures."""
+    from reslab.plots import ablation_bars_figure, ablation_curves_figure, save_png
+
+    seps = separations(rows, records)
+    table, line = markdown_table(cfg, rows), verdict(cfg, rows, seps)
+    variants = [
+        {"variant": v, "build_model": cfg.build_options(v), "paper": _paper_entry(cfg.build_options(v))}
+        for v in cfg.variants
+    ]
+    files = write_results(out, records, extra={"model": cfg.model, "variants": variants})
+    title = f"# Shortcut and activation ablations (He et al. 2016): {cfg.model} on {cfg.dataset}\n\n"
+    files["results.md"] = out / "results.md"
+    text = title + table + "\n" + line + "\n"
+    files["results.md"].write_text(text, encoding="utf-8")
+    what = f"{cfg.model} on {cfg.dataset}"
+    figures = {
+        "curves": ablation_curves_figure(records, baseline=cfg.variants[0], subject=what),
+        "errors": ablation_bars_figure(records, order=list(cfg.variants), subject=what),
+    }
+    for name, fig in figures.items():
+        files[f"{name}.png"] = save_png(fig, out / f"{name}.png")
+    return AblateResult(out, cfg, records, rows, table, line, seps, files, figures, round(seconds, 3))
+
+
+def _paper_entry(options: dict[str, Any]) -> dict[str, str] | None:
+    paper = paper_error(options)
+    return None if paper is None else {"test_error": paper[0], "source": paper[1]}
