@@ -1,4 +1,4 @@
-"""Shared pieces of the benchmarks: machine facts and peak FLOP/s, A/B timing, the engine's step, baselines.
+"""Shared pieces of the benchmarks: machine facts, A/B timing, the engine's step, baselines, FLOP/s.
 
 Not a test module and not part of the package: the scripts next to it import it by file location
 (``python benchmarks/throughput.py`` puts ``benchmarks/`` first on ``sys.path``).
@@ -40,7 +40,12 @@ IMAGENET = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 
 @dataclass
 class Machine:
-    """What the peak FLOP/s is derived from; every assumption is printed with the results."""
+    """What the CPU says about itself, printed with every result.
+
+    ``datasheet_fp32_gflops`` is the data-sheet style estimate (cores x lanes x 2 x FMA units x clock): it
+    assumes a clock and an FMA count, so on another core of "the same kind" it can be off by 2x either way.
+    It is printed as a note only; every "% of roofline" is against :mod:`roofline`'s measured peaks.
+    """
 
     cpu: str
     vendor: str
@@ -52,16 +57,16 @@ class Machine:
     fma_units: int  # assumed FMA pipes per core, each one vector FMA per cycle
     ghz: float  # from /proc/cpuinfo "cpu MHz" (or lscpu): the current, not the boost, clock
     torch_threads: int
-    peak_fp32_gflops: float  # cores x lanes x 2 (multiply + add) x fma_units x GHz
+    datasheet_fp32_gflops: float  # cores x lanes x 2 (multiply + add) x fma_units x GHz: a note, not a peak
     notes: list[str] = field(default_factory=list)
 
     def describe(self) -> str:
         lines = [
             f"cpu: {self.cpu} ({self.physical_cores} physical cores, {self.logical_cpus} logical, "
-            f"torch threads {self.torch_threads})",
-            f"fp32 FMA peak: {self.physical_cores} cores x {self.fp32_lanes} lanes ({self.vector_isa}) x 2 "
-            f"flops/FMA x {self.fma_units} FMA units (assumed) x {self.ghz:.2f} GHz "
-            f"= {self.peak_fp32_gflops:.0f} GFLOP/s",
+            f"torch threads {self.torch_threads}, {self.vector_isa})",
+            f"note: data-sheet style fp32 estimate {self.physical_cores} cores x {self.fp32_lanes} lanes x 2 "
+            f"flops/FMA x {self.fma_units} FMA units (assumed) x {self.ghz:.2f} GHz (assumed clock) "
+            f"= {self.datasheet_fp32_gflops:.0f} GFLOP/s: not a denominator (the measured roofline is)",
         ]
         return "\n".join(lines + [f"note: {n}" for n in self.notes])
 
@@ -101,7 +106,7 @@ def _physical_cores(info: dict[str, str]) -> int:
 
 
 def detect_machine(fma_units: int = 2) -> Machine:
-    """Core count, vector width and clock of this CPU, and the fp32 FMA peak they imply."""
+    """Core count, vector width and clock of this CPU, and the data-sheet style fp32 estimate they imply."""
     info = _cpuinfo()
     flags = set(info.get("flags", "").split())
     if "avx512f" in flags:
@@ -116,15 +121,15 @@ def detect_machine(fma_units: int = 2) -> Machine:
     vendor = info.get("vendor_id", platform.processor() or "unknown")
     notes = []
     if "cpu MHz" not in info:
-        notes.append("clock from lscpu (or a 2.0 GHz guess): the peak is approximate")
+        notes.append("clock from lscpu (or a 2.0 GHz guess): the estimate is rougher still")
     if vendor == "AuthenticAMD" and family == 25 and isa == "avx512":
         # Zen 4 runs a 512-bit FMA as two 256-bit halves: 1 zmm FMA per cycle per core, not 2.
         notes.append(
-            "AMD Zen 4 (family 25) executes 512-bit FMAs as two 256-bit halves: its real fp32 peak "
-            "is half the figure above (use --fma-units 1 for that denominator)"
+            "AMD Zen 4 (family 25) executes 512-bit FMAs as two 256-bit halves: the estimate above may be 2x "
+            "too high"
         )
     if "avx512_bf16" in flags or "amx_tile" in flags:
-        notes.append("bf16 (avx512_bf16/AMX) can exceed the fp32 peak; %peak is always against fp32")
+        notes.append("native bf16 (avx512_bf16/AMX): bf16 contenders are measured against the bf16 roofline")
     peak = cores * lanes * 2 * fma_units * mhz / 1000.0
     return Machine(
         cpu=info.get("model name", platform.processor() or "unknown"),
@@ -137,7 +142,7 @@ def detect_machine(fma_units: int = 2) -> Machine:
         fma_units=fma_units,
         ghz=mhz / 1000.0,
         torch_threads=torch.get_num_threads(),
-        peak_fp32_gflops=peak,
+        datasheet_fp32_gflops=peak,
         notes=notes,
     )
 
@@ -306,7 +311,7 @@ def engine_step(
 ) -> Callable[[], None]:
     """One step of ``reslab.engine.loop.train``: the engine's own ``train_step`` (label smoothing 0.1, the
     finite check of loss and gradients) and its device-side interval sums; the model is already in the
-    runtime's memory format."""
+    runtime's memory format. It is put in training mode (BN on batch statistics), as ``train`` does."""
     from reslab.engine.guards import FiniteWatch
     from reslab.engine.step import Interval, NonFiniteStep, StepState, train_step
 
@@ -318,6 +323,7 @@ def engine_step(
         watch=FiniteWatch(rt.device),
         label_smoothing=0.1,
     )
+    model.train()
     interval = Interval.zeros(rt.device)
     nonfinite: list[int] = []
 
@@ -377,8 +383,9 @@ def plain_step(
     amp: torch.dtype | None = None,
     channels_last: bool = False,
 ) -> Callable[[], None]:
-    """The usual PyTorch training step (``loss.item()`` each step, as most loops log it)."""
+    """The usual PyTorch training step (``loss.item()`` each step, as most loops log it), in training mode."""
     fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model.train()
 
     def step() -> None:
         x, y = next(batches)
@@ -415,10 +422,11 @@ def plain_infer(
 
 
 def torchvision_twin(name: str, reslab_model: nn.Module, x: torch.Tensor) -> nn.Module | None:
-    """torchvision's ``name`` with ``reslab_model``'s weights; None when torchvision is not importable.
+    """torchvision's ``name`` with ``reslab_model``'s weights, in training mode; None without torchvision.
 
     Loads strictly and checks eval-mode outputs match on ``x`` before any timing (same kernels, same order of
-    operations: they should agree to float rounding).
+    operations: they should agree to float rounding). Both models leave in training mode: a twin left in
+    eval mode trains with BN's running statistics, a cheaper BN that made torchvision look 8% faster.
     """
     try:
         import torchvision.models as tvm
@@ -431,6 +439,7 @@ def torchvision_twin(name: str, reslab_model: nn.Module, x: torch.Tensor) -> nn.
     with torch.no_grad():
         a, b = reslab_model(x), tv(x)
     reslab_model.train()
+    tv.train()
     if not torch.allclose(a, b, rtol=1e-4, atol=1e-4):
         raise AssertionError(
             f"torchvision {name} and reslab {name} disagree: max diff {(a - b).abs().max():.3g}"
@@ -488,9 +497,42 @@ def _quiet_stderr() -> Iterator[None]:
         os.close(devnull)
 
 
-def gflops(macs_per_image: int, images_per_s: float, *, train: bool) -> float:
-    """Achieved GFLOP/s: 2 flops per multiply-add, x3 for training (forward + two backward GEMMs)."""
-    return (3 if train else 1) * 2 * macs_per_image * images_per_s / 1e9
+def gflops(macs_per_image: int, images_per_s: float, *, train: bool, input_macs: int = 0) -> float:
+    """Achieved GFLOP/s: 2 flops per multiply-add of the conv / linear layers (He et al.'s count).
+
+    Training runs each layer three times (forward, grad of its input, grad of its weights), except the grad
+    of the image: the layer that reads the image (``input_macs``, see :func:`first_layer_macs`) runs twice.
+    Counting it three times would credit a step with work it never did (3% of resnet50's step).
+    """
+    flops = 2 * (3 * macs_per_image - input_macs) if train else 2 * macs_per_image
+    return flops * images_per_s / 1e9
+
+
+def first_layer_macs(model: torch.nn.Module, input_size: tuple[int, ...]) -> int:
+    """Multiply-adds per image of the first conv / linear layer to run: the one that reads the image (every
+    reslab and torchvision net starts with one). Shapes only: a model on the ``meta`` device works."""
+    found: list[int] = []
+
+    def hook(m: torch.nn.Module, _inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+        if found:
+            return
+        if isinstance(m, torch.nn.Conv2d):
+            fan_in = (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
+        else:
+            fan_in = m.in_features  # type: ignore[assignment]
+        found.append((out.numel() // out.shape[0]) * fan_in)
+
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)]
+    hooks = [m.register_forward_hook(hook) for m in layers]
+    device, was_training = next(model.parameters()).device, model.training
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros((1, *input_size), device=device))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return found[0] if found else 0
 
 
 def timing_record(t: Timing, **extra: Any) -> dict[str, Any]:

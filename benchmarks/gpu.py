@@ -1,13 +1,15 @@
-"""One prepared GPU check (< 8 min on an H200): resnet50 and resnet56 training throughput, MFU, loader speed.
+"""One prepared GPU check (< 8 min on an H200): measured roofline, resnet50/56 training throughput, loader.
 
     bash benchmarks/gpu.sh                               # on the GPU machine (wraps this file, 470 s timeout)
     python benchmarks/gpu.py --tiny --device cpu         # the same code path on a CPU in seconds (no compile)
 
 Sections (each skipped, and said so, once ``--budget-s`` is spent):
+0. The limit, measured (:mod:`roofline`): a bf16 GEMM (8192^3) and a bf16 3x3 convolution (256x256x56x56,
+   forward and forward + backward, both layouts), best of 5; printed beside the data-sheet 989 TFLOP/s.
 1. resnet50 at 224, bf16 autocast + channels_last + ``torch.compile``, batch ``--batch`` (256 fills an H200's
    memory comfortably): reslab's engine step vs torchvision's resnet50 (same weights, outputs checked) under
-   the same settings, eager and compiled, alternating A/B; images/s, MFU against 989 TFLOP/s dense bf16
-   (H100/H200 SXM), peak memory.
+   the same settings, eager and compiled, alternating A/B; images/s, "%roof" against the measured bf16
+   roofline (asserted <= 100%), MFU against the data sheet's 989 TFLOP/s dense bf16, peak memory.
 2. resnet56 on CIFAR-shaped synthetic data (50,000 images 3x32x32 on the GPU, crop + flip there): images/s and
    seconds per 50k-image epoch at batch 128 (the paper's) and 512.
 3. Loader only: DeviceLoader's images/s at both shapes, and its share of a step.
@@ -25,11 +27,12 @@ from typing import Any
 import torch
 
 import benchlib as bl
+import roofline
 from reslab.data.loader import DeviceLoader, Normalization
 from reslab.engine.runtime import Runtime
 from reslab.models import build_model, summarize
 
-PEAK_BF16_TFLOPS = 989.0  # H100/H200 SXM dense bf16 (no sparsity)
+DATASHEET_BF16_TFLOPS = 989.0  # H100/H200 SXM dense bf16 (no sparsity): printed beside the measured roofline
 NORM = Normalization("channel", torch.full((3, 1, 1), 0.5), torch.full((3, 1, 1), 0.25))
 
 
@@ -74,7 +77,9 @@ def _compiled(m: torch.nn.Module, on: bool) -> torch.nn.Module:
     return torch.compile(m, dynamic=False) if on else m  # type: ignore[return-value]
 
 
-def resnet50_section(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+def resnet50_section(
+    args: argparse.Namespace, device: torch.device, roof: roofline.Roofline
+) -> dict[str, Any]:
     size, batch = (64, 2) if args.tiny else (224, args.batch)
     rt = Runtime(device, "bf16", True)
     data = _data(2 * batch, size, 1000)
@@ -98,8 +103,14 @@ def resnet50_section(args: argparse.Namespace, device: torch.device) -> dict[str
             runners.append(
                 bl.Runner(f"{name} bf16+CL {tag}", step, batch, group, settings, time.perf_counter() - t0)
             )
-    macs = summarize(build_model("resnet50", device="meta"), (3, size, size)).total_macs
-    return _time_and_report(f"resnet50 {size}x{size} batch {batch}", runners, macs, args, device)
+    title = f"resnet50 {size}x{size} batch {batch}"
+    return _time_and_report(title, runners, _macs("resnet50", size), args, device, roof)
+
+
+def _macs(name: str, size: int) -> tuple[int, int]:
+    """(multiply-adds per image, those of the layer that reads the image): what :func:`bl.gflops` needs."""
+    meta = build_model(name, device="meta")
+    return summarize(meta, (3, size, size)).total_macs, bl.first_layer_macs(meta, (3, size, size))
 
 
 def _clone(m: torch.nn.Module) -> torch.nn.Module:
@@ -109,29 +120,42 @@ def _clone(m: torch.nn.Module) -> torch.nn.Module:
 
 
 def _time_and_report(
-    title: str, runners: list[bl.Runner], macs: int, args: argparse.Namespace, device: torch.device
+    title: str,
+    runners: list[bl.Runner],
+    macs: tuple[int, int],
+    args: argparse.Namespace,
+    device: torch.device,
+    roof: roofline.Roofline,
 ) -> dict[str, Any]:
     print(f"\n== {title}", flush=True)
     timings = bl.ab_rounds(runners, device=device, warmup=args.warmup, repeats=args.repeats, steps=args.steps)
     mem = {r.name: bl.peak_step_bytes(r.step, device) for r in runners}
     ref = next((t for t in timings if t.group == "torchvision" and t.settings["compile"]), None)
     ref = ref or next((t for t in timings if t.group == "torchvision"), None)
-    head = f"{'contender':32} {'img/s':>9} {'spread':>7} {'x tv':>6} {'TFLOP/s':>8} {'MFU':>6} {'mem GiB':>8}"
-    print(head + f" {'setup s':>7}")
+    head = f"{'contender':32} {'img/s':>9} {'spread':>7} {'x tv':>6} {'TFLOP/s':>8} {'%roof':>6} {'MFU':>6}"
+    print(head + f" {'mem GiB':>8} {'setup s':>7}")
     rows = []
     for t in timings:
-        tflops = bl.gflops(macs, t.median, train=True) / 1000
-        mfu = tflops / PEAK_BF16_TFLOPS
+        gf = bl.gflops(macs[0], t.median, train=True, input_macs=macs[1])
+        frac = roof.fraction(gf, "bf16", what=f"{title} {t.name}")  # asserts <= 1
+        mfu = gf / 1000 / DATASHEET_BF16_TFLOPS
         vs = t.ratio_to(ref) if ref is not None else None
-        rows.append(bl.timing_record(t, tflops=tflops, mfu=mfu, vs_torchvision=vs, memory_bytes=mem[t.name]))
+        rows.append(
+            bl.timing_record(
+                t, tflops=gf / 1000, of_roofline=frac, mfu=mfu, vs_torchvision=vs, memory_bytes=mem[t.name]
+            )
+        )
         print(
             f"{t.name:32} {t.median:9.1f} {bl.spread_pct(t):6.0f}% {('-' if vs is None else f'{vs:.2f}'):>6} "
-            f"{tflops:8.2f} {100 * mfu:5.1f}% {mem[t.name] / 2**30:8.2f} {t.setup_s:7.1f}"
+            f"{gf / 1000:8.2f} {100 * frac:5.1f}% {100 * mfu:5.1f}% {mem[t.name] / 2**30:8.2f} "
+            f"{t.setup_s:7.1f}"
         )
-    return {"title": title, "macs_per_image": macs, "rows": rows}
+    return {"title": title, "macs_per_image": macs[0], "input_layer_macs_per_image": macs[1], "rows": rows}
 
 
-def resnet56_section(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+def resnet56_section(
+    args: argparse.Namespace, device: torch.device, roof: roofline.Roofline
+) -> dict[str, Any]:
     n = 256 if args.tiny else 50_000
     data = _data(n, 32, 10)
     rt = Runtime(device, "bf16", True)
@@ -146,8 +170,9 @@ def resnet56_section(args: argparse.Namespace, device: torch.device) -> dict[str
         runners.append(
             bl.Runner(f"reslab resnet56 b{batch}", step, batch, "reslab", settings, time.perf_counter() - t0)
         )
-    macs = summarize(build_model("resnet56", device="meta"), (3, 32, 32)).total_macs
-    out = _time_and_report("resnet56 32x32 (CIFAR-shaped, 50k synthetic)", runners, macs, args, device)
+    out = _time_and_report(
+        "resnet56 32x32 (CIFAR-shaped, 50k synthetic)", runners, _macs("resnet56", 32), args, device, roof
+    )
     for row in out["rows"]:
         row["seconds_per_50k_epoch"] = 50_000 / row["median"]
         print(f"{row['name']}: {row['seconds_per_50k_epoch']:.2f} s per 50k-image epoch")
@@ -181,6 +206,26 @@ def loader_section(
             {"shape": f"3x{size}x{size}", "batch": batch, "images_per_s": ips, "share_of_step": share}
         )
     return rows
+
+
+def measure_limit(args: argparse.Namespace, device: torch.device) -> roofline.Roofline:
+    """The bf16 roofline of this device, measured now; printed beside the data sheet's figure."""
+    print("\n== the limit: bf16 GEMM and 3x3 convolution, best of the repeats", flush=True)
+    roof = roofline.measure_roofline(
+        device,
+        bl.Timer(device),
+        precisions=("bf16",),
+        shape=roofline.SMALL_SHAPE if args.tiny else roofline.GPU_SHAPE,
+        repeats=2 if args.tiny else 5,
+        min_s=0.02 if args.tiny else 0.2,
+    )
+    print(roof.describe())
+    gemm = next(p.best for p in roof.probes if p.name.startswith("gemm"))
+    print(
+        f"bf16 GEMM measured {gemm / 1000:.1f} TFLOP/s = {gemm / 10 / DATASHEET_BF16_TFLOPS:.0f}% of the "
+        f"data sheet's {DATASHEET_BF16_TFLOPS:.0f} TFLOP/s (H100/H200 SXM dense bf16); %roof: vs the measured"
+    )
+    return roof
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -220,16 +265,22 @@ def main(argv: list[str] | None = None) -> int:
     env["device_name"] = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"{env['device_name']}; torch {env['torch']}, torchvision {env['torchvision']}; {env['date']}")
     budget = Budget(args.budget_s)
-    payload: dict[str, Any] = {"environment": env, "args": vars(args), "peak_bf16_tflops": PEAK_BF16_TFLOPS}
+    roof = measure_limit(args, device)
+    payload: dict[str, Any] = {
+        "environment": env,
+        "args": vars(args),
+        "datasheet_bf16_tflops": DATASHEET_BF16_TFLOPS,
+        "roofline": roof.to_dict(),
+    }
     step_ips: dict[str, float] = {}
     if budget.allows("resnet50", 0 if args.tiny else 200):
-        payload["resnet50"] = r50 = resnet50_section(args, device)
+        payload["resnet50"] = r50 = resnet50_section(args, device, roof)
         step_ips["224"] = max(r["median"] for r in r50["rows"] if r["group"] == "reslab")
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()
     if budget.allows("resnet56", 0 if args.tiny else 100):
-        payload["resnet56"] = r56 = resnet56_section(args, device)
+        payload["resnet56"] = r56 = resnet56_section(args, device, roof)
         step_ips["32"] = max(
             r["median"] for r in r56["rows"] if r["settings"]["batch"] == (32 if args.tiny else 512)
         )

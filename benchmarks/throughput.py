@@ -14,7 +14,12 @@ Contenders per case (same architecture, same initial weights, the same synthetic
 - ``reslab <precision>-<layout>[-compile]``: the engine's step (``benchmarks/benchlib.engine_step``) fed by
   :class:`reslab.data.loader.DeviceLoader` (crop + flip on the device at CIFAR sizes).
 Each is warmed up (compile included), then timed in ``--repeats`` rounds whose order rotates; a ratio is the
-median of per-round ratios. GFLOP/s = 3 x 2 x MACs x images/s for training (1 x 2 x ... for inference).
+median of per-round ratios. GFLOP/s = 2 x (3 x MACs - the stem's MACs) x images/s for training (the image's
+gradient is never computed), 2 x MACs x images/s for inference.
+
+The limit is measured first, in the same process on the same threads (:mod:`roofline`: large GEMMs and a
+large 3x3 convolution in fp32 and bf16); "%roof" is each contender's GFLOP/s against the roofline of its own
+precision, and is asserted to be at most 100%.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from typing import Any
 import torch
 
 import benchlib as bl
+import roofline
 from reslab.data.loader import DeviceLoader, Normalization
 from reslab.engine.runtime import Runtime
 from reslab.models import build_model, summarize
@@ -216,21 +222,27 @@ def loader_only(case: Case, device: torch.device, *, augment: str, seconds: floa
 
 
 def report(
-    case: Case, mode: str, timings: list[bl.Timing], macs: int, machine: bl.Machine, mem: dict[str, int]
+    case: Case,
+    mode: str,
+    timings: list[bl.Timing],
+    macs: tuple[int, int],
+    roof: roofline.Roofline,
+    mem: dict[str, int],
 ) -> list[dict[str, Any]]:
-    """Print one table; return its JSON rows."""
+    """Print one table; return its JSON rows. ``macs``: (per image, of the layer that reads the image)."""
     base = next(t for t in timings if t.name == "baseline")
     tv32 = next((t for t in timings if t.name == "torchvision fp32"), None)
     train = mode == "train"
-    print(f"\n{mode}: {case}  ({macs / 1e6:.1f}M multiply-adds per image)")
+    print(f"\n{mode}: {case}  ({macs[0] / 1e6:.1f}M multiply-adds per image)")
     head = f"{'contender':30} {'img/s':>8} {'spread':>7} {'x base':>7} {'x tv32':>7} {'x tv same':>9} "
-    head += f"{'GFLOP/s':>8} {'%peak':>6} {'mem MB':>7} {'setup s':>7}"
+    head += f"{'GFLOP/s':>8} {'%roof':>6} {'mem MB':>7} {'setup s':>7}"
     print(head)
     print("-" * len(head))
     rows = []
     for t in timings:
         same = _same_settings(t, timings) if t.group == "reslab" else None
-        gf = bl.gflops(macs, t.median, train=train)
+        gf = bl.gflops(macs[0], t.median, train=train, input_macs=macs[1])
+        prec = t.settings["precision"]
         rec = bl.timing_record(
             t,
             mode=mode,
@@ -239,7 +251,8 @@ def report(
             vs_torchvision_fp32=t.ratio_to(tv32) if tv32 else None,
             vs_torchvision_same_settings=t.ratio_to(same) if same else None,
             gflops=gf,
-            pct_fp32_peak=100 * gf / machine.peak_fp32_gflops,
+            roofline_gflops=roof.peak(prec),
+            pct_of_roofline=100 * roof.fraction(gf, prec, what=f"{case} {mode} {t.name}"),
             memory_bytes=mem.get(t.name),
         )
         rows.append(rec)
@@ -251,19 +264,19 @@ def report(
         print(
             f"{t.name:30} {t.median:8.1f} {bl.spread_pct(t):6.0f}% {f(rec['vs_baseline']):>7} "
             f"{f(rec['vs_torchvision_fp32']):>7} {f(rec['vs_torchvision_same_settings']):>9} {gf:8.1f} "
-            f"{rec['pct_fp32_peak']:5.1f}% {f(m / 2**20 if m else None, '.0f'):>7} {t.setup_s:7.1f}"
+            f"{rec['pct_of_roofline']:5.1f}% {f(m / 2**20 if m else None, '.0f'):>7} {t.setup_s:7.1f}"
         )
     return rows
 
 
 def run_case(
-    case: Case, args: argparse.Namespace, machine: bl.Machine, device: torch.device
+    case: Case, args: argparse.Namespace, roof: roofline.Roofline, device: torch.device
 ) -> dict[str, Any]:
-    macs = summarize(
-        build_model(case.model, num_classes=case.classes, device="meta"), (3, case.size, case.size)
-    )
+    meta = build_model(case.model, num_classes=case.classes, device="meta")
+    size = (3, case.size, case.size)
+    macs = (summarize(meta, size).total_macs, bl.first_layer_macs(meta, size))
     out: dict[str, Any] = {"case": str(case), "model": case.model, "size": case.size, "batch": case.batch}
-    out["macs_per_image"] = macs.total_macs
+    out["macs_per_image"], out["input_layer_macs_per_image"] = macs
     best_train_ips = None
     for mode in ("train", "infer") if args.mode == "both" else (args.mode,):
         print(f"\n== {mode}: {case}", flush=True)
@@ -275,7 +288,7 @@ def run_case(
         if args.memory:
             for r in runners:
                 mem[r.name] = bl.peak_step_bytes(r.step, device)
-        out[mode] = {"facts": facts, "rows": report(case, mode, timings, macs.total_macs, machine, mem)}
+        out[mode] = {"facts": facts, "rows": report(case, mode, timings, macs, roof, mem)}
         if mode == "train":
             best_train_ips = (
                 max(t.median for t in timings if t.group == "reslab") if len(timings) > 1 else None
@@ -354,7 +367,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=0, help="steps per contender per round (0 = >= 16 images)")
     p.add_argument("--no-memory", dest="memory", action="store_false", help="skip the peak-memory step")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = physical cores)")
-    p.add_argument("--fma-units", type=int, default=2, help="FMA units per core assumed for the fp32 peak")
+    p.add_argument("--probe-repeats", type=int, default=5, help="timed repeats of each roofline probe")
     p.add_argument("--device", default="cpu")
     p.add_argument("--loader", action="store_true", help="only the loader-only measurement")
     p.add_argument("--quick", action="store_true", help="tiny cases, no compile, 2 rounds: a smoke check")
@@ -372,22 +385,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     device = torch.device(args.device)
-    machine = bl.detect_machine(args.fma_units)
+    machine = bl.detect_machine()
     torch.set_num_threads(args.threads or machine.physical_cores)  # one thread per core: SMT adds nothing
     machine.torch_threads = torch.get_num_threads()
     print(machine.describe())
     env = bl.environment(sys.argv)
     print(f"torch {env['torch']}, torchvision {env['torchvision']}, {env['date']}")
+    started = time.perf_counter()
+    roof = roofline.measure_roofline(
+        device,
+        bl.Timer(device),
+        repeats=2 if args.quick else args.probe_repeats,
+        min_s=0.1 if args.quick else 0.25,
+    )
+    print(roof.describe())
     payload: dict[str, Any] = {
         "environment": env,
         "machine": asdict(machine),
+        "roofline": roof.to_dict(),
         "args": {k: (list(map(str, v)) if k == "case" else v) for k, v in vars(args).items()},
     }
-    started = time.perf_counter()
     if args.loader:
         payload.update(loader_mode(args, device))
     else:
-        payload["cases"] = [run_case(c, args, machine, device) for c in args.case]
+        payload["cases"] = [run_case(c, args, roof, device) for c in args.case]
     payload["seconds"] = time.perf_counter() - started
     path = bl.write_json(args.json, payload)
     print(f"\n{payload['seconds']:.0f} s; JSON: {path}")

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import importlib
+import json
 import py_compile
 import shutil
 import subprocess
+import sys
+import types
 from pathlib import Path
 from types import ModuleType
 
@@ -31,10 +34,120 @@ def test_gpu_shell_wrapper_parses() -> None:
     subprocess.run(["bash", "-n", str(BENCH / "gpu.sh")], check=True)
 
 
-def test_machine_peak_is_cores_lanes_fma_clock(bench: ModuleType) -> None:
+def test_machine_estimate_is_a_printed_note_not_a_denominator(bench: ModuleType) -> None:
     m = bench.detect_machine(fma_units=2)
     assert m.physical_cores >= 1 and m.fp32_lanes in (4, 8, 16) and m.ghz > 0
-    assert m.peak_fp32_gflops == pytest.approx(m.physical_cores * m.fp32_lanes * 2 * 2 * m.ghz)
+    assert m.datasheet_fp32_gflops == pytest.approx(m.physical_cores * m.fp32_lanes * 2 * 2 * m.ghz)
+    assert "not a denominator" in m.describe()
+    assert not hasattr(m, "peak_fp32_gflops")
+
+
+def test_roofline_is_the_best_probe_per_precision_and_asserts_at_most_100pct(bench: ModuleType) -> None:
+    roofline = importlib.import_module("roofline")
+    tiny = roofline.ProbeShape(gemm=32, conv=(1, 4, 6))
+    lines: list[str] = []
+    roof = roofline.measure_roofline(
+        torch.device("cpu"),
+        bench.Timer(torch.device("cpu")),
+        shape=tiny,
+        repeats=2,
+        min_s=0.0,
+        log=lines.append,
+    )
+    # per precision: a GEMM and the 3x3 conv in both layouts, forward and forward + backward
+    assert [p.precision for p in roof.probes] == ["fp32"] * 5 + ["bf16"] * 5 and len(lines) == 10
+    for prec in ("fp32", "bf16"):
+        assert roof.peak(prec) == max(max(p.gflops) for p in roof.probes if p.precision == prec) > 0
+    assert roof.probes[0].flops == 2 * 32**3
+    assert roof.probes[2].flops == 3 * 2 * (1 * 4 * 6 * 6) * 4 * 9  # conv fwd+bwd: 3 x 2 x out x fan-in
+    assert roof.fraction(roof.peak("bf16") / 2, "bf16") == pytest.approx(0.5)
+    with pytest.raises(roofline.RooflineExceeded, match="of the measured fp32 roofline"):
+        roof.fraction(roof.peak("fp32") * 1.01, "fp32", what="resnet50 fp32")
+    with pytest.raises(AssertionError):  # RooflineExceeded is an AssertionError: a bug, not a result
+        roof.fraction(roof.peak("fp32") * 1.01, "fp32")
+    assert set(roof.to_dict()["peaks_gflops"]) == {"fp32", "bf16"} and "bf16 roofline" in roof.describe()
+
+
+def test_training_flops_count_the_image_layer_twice(bench: ModuleType) -> None:
+    from reslab.models import build_model
+
+    r20 = build_model("resnet20", num_classes=10, device="meta")
+    assert bench.first_layer_macs(r20, (3, 32, 32)) == 16 * 32 * 32 * 3 * 9  # the 3x3 stem conv
+    r50 = build_model("resnet50", device="meta")
+    assert bench.first_layer_macs(r50, (3, 224, 224)) == 64 * 112 * 112 * 3 * 49 and r50.training
+    assert bench.gflops(10, 1e9, train=True, input_macs=2) == pytest.approx(2 * (30 - 2))
+    assert bench.gflops(10, 1e9, train=False) == pytest.approx(20)
+
+
+def test_torchvision_twin_is_returned_in_training_mode(
+    bench: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A twin left in eval mode trains BN on running statistics: a cheaper step than the contender's.
+    from reslab.models import build_model
+
+    fake = types.ModuleType("torchvision.models")
+    fake.resnet18 = lambda weights, num_classes: build_model("resnet18", num_classes=num_classes)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "torchvision", types.ModuleType("torchvision"))
+    monkeypatch.setitem(sys.modules, "torchvision.models", fake)
+    mine = build_model("resnet18", num_classes=5)
+    twin = bench.torchvision_twin("resnet18", mine, torch.randn(2, 3, 32, 32))
+    assert twin is not None and twin.training and mine.training
+    twin.eval()
+    opt = bench.plain_sgd(twin)
+    batches = iter([(torch.randn(2, 3, 32, 32), torch.tensor([0, 1]))])
+    bench.plain_step(twin, opt, batches, device=torch.device("cpu"))()
+    assert twin.training  # the step builders own the mode they time
+
+
+def test_throughput_table_is_against_each_precisions_roofline(
+    bench: ModuleType, capsys: pytest.CaptureFixture[str]
+) -> None:
+    throughput = importlib.import_module("throughput")
+    roofline = importlib.import_module("roofline")
+    roof = roofline.Roofline(
+        "cpu",
+        2,
+        [roofline.Probe("gemm", "fp32", 1.0, [100.0, 90.0]), roofline.Probe("gemm", "bf16", 1.0, [200.0])],
+    )
+    case = throughput.Case("resnet20", 32, 128)
+    fp32 = {"precision": "fp32", "channels_last": False, "compile": False}
+    bf16 = {"precision": "bf16", "channels_last": True, "compile": False}
+    macs = (10**9, 0)  # 6 GFLOP per image in training: 10 img/s = 60 GFLOP/s
+    timings = [
+        bench.Timing("baseline", "baseline", fp32, [10.0], 0.0),
+        bench.Timing("reslab bf16-cl", "reslab", bf16, [20.0], 0.0),
+    ]
+    rows = throughput.report(case, "train", timings, macs, roof, {})
+    assert [r["pct_of_roofline"] for r in rows] == pytest.approx([60.0, 60.0])  # 60/100 and 120/200
+    assert "%roof" in capsys.readouterr().out
+    timings[1].images_per_s = [40.0]  # 240 GFLOP/s of bf16 work on a 200 GFLOP/s roofline
+    with pytest.raises(roofline.RooflineExceeded, match="reslab bf16-cl"):
+        throughput.report(case, "train", timings, macs, roof, {})
+
+
+def test_gpu_script_runs_its_cpu_path(bench: ModuleType, tmp_path: Path) -> None:
+    gpu = importlib.import_module("gpu")
+    out = tmp_path / "gpu.json"
+    assert gpu.main(["--tiny", "--device", "cpu", "--json", str(out), "--no-compile"]) == 0
+    payload = json.loads(out.read_text())
+    assert set(payload["roofline"]["peaks_gflops"]) == {"bf16"} and payload["datasheet_bf16_tflops"] == 989.0
+    rows = payload["resnet50"]["rows"] + payload["resnet56"]["rows"]
+    assert rows and all(0 < r["of_roofline"] <= 1 for r in rows)
+
+
+def test_step_costs_script_times_every_part(bench: ModuleType, capsys: pytest.CaptureFixture[str]) -> None:
+    step_costs = importlib.import_module("step_costs")
+    assert step_costs.main(["--case", "resnet8:16:4", "--steps", "1", "--relu-ab", "2"]) == 0
+    out = capsys.readouterr().out
+    for part in (
+        "finite check of the gradients",
+        "label smoothing",
+        "Interval.add",
+        "DeviceLoader",
+        "fused",
+        "in place",
+    ):
+        assert part in out
 
 
 def test_cli_defaults_parse(bench: ModuleType) -> None:

@@ -51,15 +51,27 @@ class FiniteWatch:
 
 
 def grads_finite(params: Iterable[torch.nn.Parameter]) -> torch.Tensor:
-    """0-d bool on the device: every gradient is finite (no host sync; the caller's FiniteWatch reads it).
-
-    The max-norm is one fused foreach pass over the gradients; unlike the 2-norm it cannot overflow to inf
-    for large but finite gradients, and it propagates NaN.
-    """
+    """0-d bool on the device: every gradient is finite (no host sync; the caller's FiniteWatch reads it)."""
     grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
+    return finite_all(grads) if grads else torch.ones((), dtype=torch.bool)
+
+
+def finite_all(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """0-d bool on the tensors' device: no element of any tensor is NaN or +-inf. Exact: large finite values
+    (3e38) count as finite, as no sum of squares that could overflow is formed.
+
+    CPU: the min and max of each tensor (``aminmax``, one vectorised read-only pass; NaN propagates into
+    both, -inf shows in the min, +inf in the max). The inf-norm that GPUs reduce in one fused foreach kernel
+    is not vectorised on a CPU: resnet50's 25.6M gradients took 35-100 ms that way (2-6% of a batch-8 fp32
+    step on 2 cores), and 3 ms with ``aminmax``.
+    """
+    tensors = [t for t in tensors if t.numel()]  # aminmax has no identity for an empty tensor
+    if not tensors:
         return torch.ones((), dtype=torch.bool)
-    return torch.isfinite(torch.nn.utils.get_total_norm(grads, norm_type=float("inf")))
+    if tensors[0].device.type == "cpu":
+        extremes = torch.stack([torch.stack(torch.aminmax(t)).double() for t in tensors])  # (n, 2)
+        return torch.isfinite(extremes).all()
+    return torch.isfinite(torch.nn.utils.get_total_norm(tensors, norm_type=float("inf")))
 
 
 def all_finite(tensors: dict[str, torch.Tensor]) -> bool:
@@ -67,10 +79,7 @@ def all_finite(tensors: dict[str, torch.Tensor]) -> bool:
 
     A checkpoint is "good" only then: a finite loss does not prove finite buffers.
     """
-    floats = [t.detach() for t in tensors.values() if t.is_floating_point()]
-    if not floats:
-        return True
-    return bool(torch.isfinite(torch.nn.utils.get_total_norm(floats, norm_type=float("inf"))))
+    return bool(finite_all([t.detach() for t in tensors.values() if t.is_floating_point()]))
 
 
 class InterruptGuard:

@@ -225,7 +225,9 @@ class BasicBlock(nn.Module):
         self.residual = residual
         self.conv1 = conv3x3(in_planes, planes, stride)
         self.bn1 = nn.BatchNorm2d(planes)
-        self.relu = nn.ReLU()  # not in place: a hook's saved branch_out must not be overwritten
+        # In place, as torchvision: only on tensors made here (BN outputs, the sum), never on branch_out's
+        # output, which a hook may have saved (the plain twin's last ReLU is out of place, see forward).
+        self.relu = nn.ReLU(inplace=True)
         self.conv2 = conv3x3(planes, planes)
         self.bn2 = nn.BatchNorm2d(planes)
         self.downsample = (
@@ -239,11 +241,11 @@ class BasicBlock(nn.Module):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))  # F(x): (B, C_out, H', W')
         out = self.branch_out(out)
-        if self.residual:
-            if self.modulation is not None:  # He et al. 2016, Fig. 2(b)-(f): h(x) and F(x) rescaled
-                identity, out = self.modulation(x, identity, out)
-            out = out + identity
-        return self.relu(out)
+        if not self.residual:
+            return F.relu(out)  # not in place: a hook's saved F(x) must not be overwritten
+        if self.modulation is not None:  # He et al. 2016, Fig. 2(b)-(f): h(x) and F(x) rescaled
+            identity, out = self.modulation(x, identity, out)
+        return self.relu(out + identity)
 
     def zero_init_last(self) -> None:
         nn.init.zeros_(self.bn2.weight)
@@ -279,7 +281,9 @@ class Bottleneck(nn.Module):
         self.bn2 = nn.BatchNorm2d(planes)
         self.conv3 = conv1x1(planes, out_planes)
         self.bn3 = nn.BatchNorm2d(out_planes)
-        self.relu = nn.ReLU()  # not in place: a hook's saved branch_out must not be overwritten
+        # In place, as torchvision: only on tensors made here (BN outputs, the sum), never on branch_out's
+        # output, which a hook may have saved (the plain twin's last ReLU is out of place, see forward).
+        self.relu = nn.ReLU(inplace=True)
         self.downsample = (
             make_shortcut(in_planes, out_planes, stride, shortcut, pad=shortcut_pad) if residual else None
         )
@@ -291,9 +295,9 @@ class Bottleneck(nn.Module):
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))  # F(x): (B, 4*planes, H', W')
         out = self.branch_out(out)
-        if self.residual:
-            out = out + identity
-        return self.relu(out)
+        if not self.residual:
+            return F.relu(out)  # not in place: a hook's saved F(x) must not be overwritten
+        return self.relu(out + identity)
 
     def zero_init_last(self) -> None:
         nn.init.zeros_(self.bn3.weight)

@@ -254,7 +254,7 @@ class ResNet(StagedNet):
         self.activation_checkpointing = activation_checkpointing
         self.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
-        self.relu = nn.ReLU()
+        self.relu = nn.ReLU(inplace=True)  # on the stem's BN output only
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)  # (B, 64, H/4, W/4)
         in_planes = 64
         for i, (planes, n) in enumerate(zip((64, 128, 256, 512), layers), start=1):
