@@ -12,6 +12,8 @@ result objects that also display in Jupyter::
     reslab.gradients(models=("plainmlp64", "resmlp64"))               # why: gradient flow per layer
     reslab.responses(entries=(...))                                   # layer responses (Fig. 7)
     reslab.landscape(entries=(...))                                   # loss landscapes
+    reslab.load_weights(model, "resnet18.pth")                        # torchvision/timm/akamaster/reslab
+    reslab.plot_runs(["runs/a", "runs/b"])                            # training curves of runs
 
 No name here is also a module: the subpackages are ``models``, ``data``, ``engine`` (training),
 ``experiments``, ``analysis`` and ``cli``.
@@ -46,6 +48,8 @@ if TYPE_CHECKING:
         train,
     )
     from reslab.experiments import AblateConfig, AblateResult, CompareConfig, CompareResult, ablate, compare
+    from reslab.models import inspect_weights, load_weights
+    from reslab.plots import plot_runs
 
 # The engine, experiments and analysis are imported on first use, so that `import reslab` stays light for
 # model users; each name maps to the module that defines it.
@@ -58,6 +62,8 @@ _LAZY = {
         ("compare", "CompareConfig", "CompareResult", "ablate", "AblateConfig", "AblateResult"),
         "reslab.experiments",
     ),
+    **dict.fromkeys(("load_weights", "inspect_weights"), "reslab.models"),
+    "plot_runs": "reslab.plots",
     **dict.fromkeys(
         ("gradients", "GradientsConfig", "responses", "ResponsesConfig", "landscape", "LandscapeConfig"),
         "reslab.analysis",
@@ -83,9 +89,12 @@ __all__ = [
     "evaluate",
     "export_run",
     "gradients",
+    "inspect_weights",
     "landscape",
     "list_models",
     "load_run",
+    "load_weights",
+    "plot_runs",
     "predict",
     "register_model",
     "responses",

@@ -72,19 +72,48 @@ def register(sub: Any) -> None:
     pr.add_argument("--precision", choices=("fp32", "bf16", "fp16"), help="(default: the run's own)")
     pr.set_defaults(func=run_predict)
 
+    _register_export(sub)
+    _register_plot(sub)
+
+
+def _register_export(sub: Any) -> None:
     x = sub.add_parser(
         "export",
-        help="export a trained run to TorchScript or ONNX",
-        description="The exported model takes normalised float images (B, C, H, W) and returns logits "
-        "(B, K); the normalisation statistics and class names are in the run's config.json.",
+        help="export a trained run for deployment: torch.export (.pt2), ONNX or TorchScript (legacy)",
+        description="The exported model returns logits (B, K). It takes normalised float images "
+        "(B, C, H, W), or with --uint8-input raw uint8 images that it normalises itself. Class names and "
+        "normalisation are in the run's config.json and in the file's metadata. Load a .pt2 with "
+        "torch.export.load(path).module(), an .onnx with onnxruntime.InferenceSession(path).",
     )
     x.add_argument("run", metavar="RUN_DIR_OR_WEIGHTS")
     x.add_argument(
-        "--format", choices=("torchscript", "onnx"), default="torchscript", help="(default: torchscript)"
+        "--format",
+        choices=("torch-export", "onnx", "torchscript"),
+        default="torch-export",
+        help='torch-export: torch.export ExportedProgram (.pt2); onnx (pip install "reslab[onnx]"); '
+        "torchscript: legacy, deprecated upstream (default: torch-export)",
     )
-    x.add_argument("--out", metavar="FILE", help="default: model.pt / model.onnx next to the weights")
+    x.add_argument(
+        "--uint8-input",
+        action="store_true",
+        help="bake the run's input normalisation into the graph: it takes raw uint8 images (B, C, H, W), "
+        "as decoded from PNG/JPEG (resized as the run was trained)",
+    )
+    x.add_argument("--out", metavar="FILE", help="default: model.pt2 / .onnx / .pt next to the weights")
     x.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     x.set_defaults(func=run_export)
+
+
+def _register_plot(sub: Any) -> None:
+    pl = sub.add_parser(
+        "plot",
+        help="draw runs' training curves (error and loss vs iterations) from their metrics.jsonl",
+        description="Training (dashed) and test (solid) error and loss of one or more runs against "
+        "iterations, one colour per run, from each run's metrics.jsonl (a running run too).",
+    )
+    pl.add_argument("runs", nargs="+", metavar="RUN", help="run directories")
+    pl.add_argument("--out", metavar="FILE.png", help="default: curves.png in the first run directory")
+    pl.set_defaults(func=run_plot)
 
 
 def train_config(args: argparse.Namespace) -> Any:
@@ -148,5 +177,27 @@ def run_predict(args: argparse.Namespace) -> int:
 def run_export(args: argparse.Namespace) -> int:
     from reslab.engine import export_run
 
-    print(export_run(args.run, format=args.format, out=args.out, overwrite=args.overwrite))
+    print(
+        export_run(
+            args.run, format=args.format, out=args.out, overwrite=args.overwrite, uint8_input=args.uint8_input
+        )
+    )
+    return 0
+
+
+def run_plot(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from reslab.engine.rundir import atomic_write_bytes
+    from reslab.errors import ConfigError
+    from reslab.plots import plot_runs, png_bytes
+
+    fig = plot_runs(args.runs)  # every run checked before anything is written
+    out = Path(args.out).expanduser() if args.out else Path(args.runs[0]).expanduser() / "curves.png"
+    if out.suffix.lower() != ".png" or out.is_dir():
+        raise ConfigError(f"--out {out} is not a .png file name; pass e.g. --out curves.png")
+    if not out.parent.is_dir():
+        raise ConfigError(f"directory {out.parent} does not exist; create it or choose another --out")
+    atomic_write_bytes(out, png_bytes(fig))  # a read-only place: one line (StorageError), no half file
+    print(f"wrote {out}")
     return 0

@@ -3,7 +3,8 @@
 A file is fetched to ``FILE.part``; an existing ``.part`` is resumed with an HTTP ``Range`` request;
 transient network failures are retried with exponential backoff; the finished file must match its published
 MD5 (the checksums torchvision also lists) before it is renamed into place. A file that fails its checksum is
-deleted and never used.
+deleted and never used. On a terminal a progress bar shows the bytes received; pipes and logs get only the
+one "downloading" line.
 
 Bounded: every official file has a known size, and no more bytes than that are ever written (a mirror that
 streams without end, or announces more, is cut off and its bytes deleted), so ``FILE.part`` never exceeds
@@ -20,6 +21,7 @@ Mirrors can be overridden for tests or air-gapped sites:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import http.client
@@ -29,10 +31,10 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from reslab.errors import DataError
 from reslab.files import GiB, free_disk_bytes
@@ -43,6 +45,7 @@ RETRY_BACKOFF_S = 1.0  # sleep before retry k is RETRY_BACKOFF_S * 2**k; tests s
 TIMEOUT_S = 30.0  # socket timeout per request
 MAX_DOWNLOAD_BYTES = 1 * GiB  # cap for a file whose size is not known (every official file's is)
 _CHUNK = 1 << 20
+SHOW_PROGRESS = True  # a progress bar on a terminal (never in a pipe or a log file)
 
 
 @dataclass(frozen=True)
@@ -142,6 +145,27 @@ def _part_size(part: Path) -> int:
     return st.st_size
 
 
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def _bar(total: int | None, initial: int, name: str) -> Iterator[Any]:
+    """A tqdm bar of the bytes received when stderr is a terminal; nothing in logs, pipes and CI."""
+    isatty = getattr(sys.stderr, "isatty", None)
+    if not SHOW_PROGRESS or isatty is None or not isatty():
+        yield _NoBar()
+        return
+    from tqdm import tqdm
+
+    with tqdm(
+        total=total, initial=initial, desc=name, unit="B", unit_scale=True, unit_divisor=1024,
+        file=sys.stderr, leave=False, dynamic_ncols=True,
+    ) as bar:  # fmt: skip
+        yield bar
+
+
 def _fetch_once(url: str, part: Path, cap: int) -> None:
     """Fetch ``url`` into ``part``, resuming when the server honours Range; never past ``cap`` bytes."""
     have = _part_size(part)
@@ -166,7 +190,8 @@ def _fetch_once(url: str, part: Path, cap: int) -> None:
             raise _WrongFile(
                 f"{url} sends {written + int(announced):,} bytes, more than the {cap:,} expected"
             )
-        with _open_part(part, append=resumed) as f:
+        total = start + int(announced) if announced is not None and announced.isdigit() else None
+        with _open_part(part, append=resumed) as f, _bar(total, start, part.name[: -len(".part")]) as bar:
             while chunk := resp.read(min(_CHUNK, cap - written + 1)):
                 if written + len(chunk) > cap:  # never write past the expected size
                     raise _WrongFile(f"{url} sends more than the {cap:,} bytes expected")
@@ -176,6 +201,7 @@ def _fetch_once(url: str, part: Path, cap: int) -> None:
                 except OSError as e:
                     raise _LocalError(e) from e
                 written += len(chunk)
+                bar.update(len(chunk))
         if announced is not None and announced.isdigit() and written - start != int(announced):
             # a dropped connection: resume on the next try
             raise http.client.IncompleteRead(b"", int(announced) - (written - start))

@@ -10,7 +10,9 @@ prediction:
   decompression-bomb guard (``Image.MAX_IMAGE_PIXELS``: a warning, then an error at twice that) is turned into
   the same one-line error: a 1 kB PNG that claims 100,000 x 100,000 pixels costs nothing;
 - **transparency** is composited onto white, as an image viewer shows it; then the image is converted to
-  ``L`` (grey) or ``RGB`` and resized (bilinear) if a size is asked for.
+  ``L`` (grey) or ``RGB`` and resized (bilinear) if a size is asked for: stretched to it, or, with
+  ``crop=True`` (``--image-size``), its shorter side scaled to fit and the centre cut out, in one resize of
+  the centre box (:func:`center_box`): the same pixels in every process, for training and for predict.
 """
 
 from __future__ import annotations
@@ -79,13 +81,27 @@ def probe_image(path: str | Path) -> tuple[tuple[int, int], str]:
         return img.size, img.mode
 
 
-def read_image(path: str | Path, *, mode: str, size: tuple[int, int] | None = None) -> np.ndarray:
+def center_box(width: int, height: int, size: tuple[int, int]) -> tuple[float, float, float, float]:
+    """The centred box of an image ``width x height`` with the aspect ratio of ``size = (w, h)``: resizing it
+    to ``size`` is "scale the shorter side to fit, then center-crop" (torchvision's Resize + CenterCrop)."""
+    tw, th = size
+    if width * th > height * tw:  # wider than the target: full height, the middle columns
+        w = height * tw / th
+        return (width - w) / 2, 0.0, (width + w) / 2, float(height)
+    h = width * th / tw  # taller (or the same shape): full width, the middle rows
+    return 0.0, (height - h) / 2, float(width), (height + h) / 2
+
+
+def read_image(
+    path: str | Path, *, mode: str, size: tuple[int, int] | None = None, crop: bool = False
+) -> np.ndarray:
     """Decode one PNG/JPEG as uint8: ``(H, W)`` for ``mode="L"``, ``(H, W, 3)`` for ``mode="RGB"``.
 
     Args:
         path: the image file.
         mode: ``"L"`` (grey) or ``"RGB"``; transparent pixels are first put on white.
         size: ``(width, height)`` to resize to (bilinear); None keeps the image's own size.
+        crop: keep the aspect ratio: resize the centre box (:func:`center_box`) instead of stretching.
 
     Raises:
         DataError: one line naming the path: missing, not a regular file (directory, FIFO, device), larger
@@ -107,7 +123,8 @@ def read_image(path: str | Path, *, mode: str, size: tuple[int, int] | None = No
                     out = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
                 out = out.convert(mode)
                 if size is not None and out.size != tuple(size):
-                    out = out.resize(tuple(size), Image.Resampling.BILINEAR)
+                    box = center_box(*out.size, size) if crop else None
+                    out = out.resize(tuple(size), Image.Resampling.BILINEAR, box=box)
                 return np.asarray(out, dtype=np.uint8)
         except DataError:
             raise
@@ -115,8 +132,11 @@ def read_image(path: str | Path, *, mode: str, size: tuple[int, int] | None = No
             raise _unreadable(path, e) from None
 
 
-def read_image_chw(path: str | Path, shape: tuple[int, int, int]) -> np.ndarray:
+def read_image_chw(path: str | Path, shape: tuple[int, int, int], *, crop: bool = False) -> np.ndarray:
     """An image as the model sees it: uint8 ``(C, H, W)`` for ``shape = (C, H, W)``, C in (1, 3).
+
+    ``crop``: center-crop to the shape's aspect ratio (a run trained with ``--image-size``) instead of
+    stretching.
 
     What ``reslab predict`` needs: ``torch.from_numpy(read_image_chw(path, info.input_shape))``.
 
@@ -124,5 +144,5 @@ def read_image_chw(path: str | Path, shape: tuple[int, int, int]) -> np.ndarray:
         DataError: see :func:`read_image`.
     """
     c, h, w = shape
-    arr = read_image(path, mode="L" if c == 1 else "RGB", size=(w, h))
+    arr = read_image(path, mode="L" if c == 1 else "RGB", size=(w, h), crop=crop)
     return np.ascontiguousarray(arr[None] if c == 1 else arr.transpose(2, 0, 1))  # (C, H, W)

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
-from reslab.data.stats import dataset_stats
+from reslab.data.stats import DatasetStats, dataset_stats
 from reslab.data.types import ArrayDataset
 
 NormalizeMode = Literal["channel", "pixel"]
@@ -33,7 +33,11 @@ class Normalization:
     @classmethod
     def from_dataset(cls, ds: ArrayDataset, mode: NormalizeMode = "channel") -> Normalization:
         """Statistics of the train split only (never the test split)."""
-        stats = dataset_stats(ds)
+        return cls.from_stats(dataset_stats(ds), mode)
+
+    @classmethod
+    def from_stats(cls, stats: DatasetStats, mode: NormalizeMode = "channel") -> Normalization:
+        """From the train split's statistics (see :func:`reslab.data.stats.dataset_stats`)."""
         c = stats.mean.shape[0]
         if mode == "pixel":
             # He et al. 2015, Sec. 4.2: "the per-pixel mean subtracted", and no scaling.
@@ -76,6 +80,49 @@ def crop_flip(
     batch = torch.arange(b, device=images.device).view(b, 1, 1)
     out = padded[batch, rows.view(b, h, 1), cols.view(b, 1, w)]  # (B, H, W, C)
     return out.permute(0, 3, 1, 2)
+
+
+def epoch_plan(
+    n: int, *, seed: int, epoch: int, shuffle: bool, pad: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(order, dy, dx, flip) of one epoch, each (N,) on the CPU: a function of (seed, epoch) only.
+
+    Every loader (device-resident or streamed from disk), device type and rank derives the same plan.
+    """
+    if not shuffle:
+        order = torch.arange(n)
+        zeros = torch.full((n,), pad, dtype=torch.int64)
+        return order, zeros, zeros.clone(), order.bool()
+    gen = torch.Generator().manual_seed((seed * 1_000_003 + epoch) % (2**63))  # CPU: same on every device
+    order = torch.randperm(n, generator=gen)
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+    flip = torch.randint(0, 2, (n,), generator=gen).bool()
+    return order, dy, dx, flip
+
+
+def shard_slice(step: int, n: int, batch_size: int, rank: int, world_size: int) -> slice:
+    """This rank's slice of the epoch order at ``step``; a short last batch is split evenly over ranks."""
+    start = step * batch_size
+    size = min(batch_size, n - start)
+    if size == batch_size:
+        local = batch_size // world_size
+        lo = start + rank * local
+        return slice(lo, lo + local)
+    base, extra = divmod(size, world_size)
+    lo = start + rank * base + min(rank, extra)
+    return slice(lo, lo + base + (1 if rank < extra else 0))
+
+
+def augment_batch(
+    x: torch.Tensor, augment: str, dy: torch.Tensor, dx: torch.Tensor, flip: torch.Tensor, pad: int
+) -> torch.Tensor:
+    """A batch of uint8 (b, C, H, W) with the epoch plan's crop (and flip) applied, on its device."""
+    if augment == "crop_flip":
+        return crop_flip(x, dy, dx, flip, pad)
+    if augment == "crop":  # shifts only: a mirrored digit is another symbol
+        return crop_flip(x, dy, dx, torch.zeros_like(flip), pad)
+    return x
 
 
 class DeviceLoader:
@@ -132,33 +179,11 @@ class DeviceLoader:
 
     def plan(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Epoch ``epoch``'s (order, dy, dx, flip), each (N,) on the device; a function of (seed, epoch)."""
-        if not self.shuffle:
-            order = torch.arange(self.n)
-            zeros = torch.full((self.n,), self.pad, dtype=torch.int64)
-            return (
-                order.to(self.device),
-                zeros.to(self.device),
-                zeros.to(self.device),
-                order.bool().to(self.device),
-            )
-        # CPU generator: the same numbers on every device type and every rank.
-        gen = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) % (2**63))
-        order = torch.randperm(self.n, generator=gen)
-        dy = torch.randint(0, 2 * self.pad + 1, (self.n,), generator=gen)
-        dx = torch.randint(0, 2 * self.pad + 1, (self.n,), generator=gen)
-        flip = torch.randint(0, 2, (self.n,), generator=gen).bool()
-        return tuple(t.to(self.device, non_blocking=True) for t in (order, dy, dx, flip))  # type: ignore[return-value]
+        plan = epoch_plan(self.n, seed=self.seed, epoch=epoch, shuffle=self.shuffle, pad=self.pad)
+        return tuple(t.to(self.device, non_blocking=True) for t in plan)  # type: ignore[return-value]
 
     def _positions(self, step: int) -> slice:
-        """This rank's slice of the epoch order at ``step``; a short last batch is split evenly over ranks."""
-        start = step * self.batch_size
-        size = min(self.batch_size, self.n - start)
-        if size == self.batch_size:
-            lo = start + self.rank * self.local_batch
-            return slice(lo, lo + self.local_batch)
-        base, extra = divmod(size, self.world_size)
-        lo = start + self.rank * base + min(self.rank, extra)
-        return slice(lo, lo + base + (1 if self.rank < extra else 0))
+        return shard_slice(step, self.n, self.batch_size, self.rank, self.world_size)
 
     def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Batches of epoch ``epoch`` from step ``start`` on (resume mid-epoch)."""
@@ -166,11 +191,7 @@ class DeviceLoader:
         for step in range(start, len(self)):
             pos = self._positions(step)
             idx = order[pos]  # (b,)
-            x = self.images[idx]  # (b, C, H, W) uint8
-            if self.augment == "crop_flip":
-                x = crop_flip(x, dy[pos], dx[pos], flip[pos], self.pad)
-            elif self.augment == "crop":  # shifts only: a mirrored digit is another symbol
-                x = crop_flip(x, dy[pos], dx[pos], torch.zeros_like(flip[pos]), self.pad)
+            x = augment_batch(self.images[idx], self.augment, dy[pos], dx[pos], flip[pos], self.pad)
             x = (x.float() * self._scale + self._shift).to(self.dtype, memory_format=self.memory_format)
             yield x, self.labels[idx]
 

@@ -6,6 +6,7 @@ per channel (mean/std) or by subtracting the per-pixel mean image, the paper's C
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -27,13 +28,24 @@ class DatasetStats:
 def dataset_stats(ds: ArrayDataset) -> DatasetStats:
     """Statistics of ``ds.train_x`` (uint8 ``(N, C, H, W)``)."""
     x = ds.train_x
-    n, c, h, w = x.shape
-    pix_sum = torch.zeros(c, h, w, dtype=torch.float64)
-    sq_sum = torch.zeros(c, dtype=torch.float64)
-    for i in range(0, n, _CHUNK):
-        chunk = x[i : i + _CHUNK].to(torch.float64) / 255.0
+    return stats_of_chunks(x[i : i + _CHUNK] for i in range(0, x.shape[0], _CHUNK))
+
+
+def stats_of_chunks(chunks: Iterable[torch.Tensor]) -> DatasetStats:
+    """Statistics of images that come in chunks of uint8 ``(n, C, H, W)`` (a split streamed from disk)."""
+    pix_sum = sq_sum = None
+    n = 0
+    for images in chunks:
+        chunk = images.to(torch.float64) / 255.0
+        if pix_sum is None:
+            pix_sum = torch.zeros(chunk.shape[1:], dtype=torch.float64)  # (C, H, W)
+            sq_sum = torch.zeros(chunk.shape[1], dtype=torch.float64)  # (C,)
         pix_sum += chunk.sum(0)
         sq_sum += chunk.square().sum((0, 2, 3))
+        n += chunk.shape[0]
+    if pix_sum is None or sq_sum is None:
+        raise ValueError("no images to compute statistics of")
+    _, h, w = pix_sum.shape
     pixel_mean = pix_sum / n
     mean = pixel_mean.mean((1, 2))
     var = (sq_sum / (n * h * w) - mean.square()).clamp_min(0.0)

@@ -110,6 +110,45 @@ class TrainConfig:
     seed: int = setting(
         0, help="one seed for initialisation, shuffling and augmentation", metavar="SEED", resume="frozen"
     )
+    image_size: int | None = setting(
+        None,
+        help="folder:PATH: scale the shorter side to N, then center-crop NxN; default: stretch every image "
+        "to the first one's size",
+        metavar="N",
+        resume="frozen",
+    )
+    data_memory_gib: float | None = setting(
+        None,
+        help="folder:PATH: a decoded dataset larger than this streams from disk; default half the free RAM",
+        metavar="GIB",
+        resume="session",
+        sweep=False,
+    )
+    data_workers: int | None = setting(
+        None,
+        help="processes that decode images when a folder streams; default min(8, CPU cores)",
+        metavar="N",
+        resume="session",
+        sweep=False,
+    )
+    # --- starting weights and fine-tuning (frozen on resume: the checkpoint holds the weights since)
+    init_from: str | None = setting(
+        None,
+        help="start from these weights: a run directory, .safetensors, or .pt/.pth state dict "
+        "(torchvision, timm, akamaster); a head of another class count is re-initialised",
+        metavar="SOURCE",
+        resume="frozen",
+    )
+    freeze: str | None = setting(
+        None,
+        help="freeze the stem and the stages up to this one (stem, layer1, ...); their BN stays in eval mode",
+        metavar="STAGE",
+        resume="frozen",
+    )
+    head_lr: float | None = setting(
+        None, help="learning rate of the classifier fc, on the same schedule; default --lr", metavar="LR",
+        resume="frozen",
+    )  # fmt: skip
     # --- hardware
     device: Device = setting("auto", help="auto = cuda, then mps, then cpu", sweep=False)
     precision: Precision = setting("auto", help="auto = bf16 autocast on CUDA and CPUs with native bf16")
@@ -155,6 +194,13 @@ class TrainConfig:
     progress: Progress = setting(
         "auto", help="auto = a bar on a terminal or notebook, lines otherwise", resume="session", sweep=False
     )
+    logger: tuple[str, ...] = setting(
+        (),
+        help="also log each evaluation to tensorboard (tb/), csv (metrics.csv) or wandb (offline unless "
+        "WANDB_MODE is set); several with commas",
+        metavar="NAME,NAME",
+        sweep=False,
+    )
 
     # 1) validation: one line per problem, naming the fix
     def validate(self) -> TrainConfig:
@@ -163,7 +209,9 @@ class TrainConfig:
             setattr(self, f.name, check_value(TrainConfig, f.name, getattr(self, f.name)))
         if self.epochs is not None and self.iterations is not None:
             raise ConfigError("give at most one of --epochs or --iterations")
-        for name in ("batch_size", "epochs", "iterations", "eval_every", "num_threads", "val_split"):
+        for name in (
+            "batch_size", "epochs", "iterations", "eval_every", "num_threads", "val_split", "image_size",
+        ):  # fmt: skip
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
@@ -184,6 +232,15 @@ class TrainConfig:
             _in_range("--warmup-epochs", self.warmup_epochs, 0, math.inf)
         if self.grad_clip is not None:
             _in_range("--grad-clip", self.grad_clip, 0, math.inf, low_open=True)
+        if self.head_lr is not None:
+            _in_range("--head-lr", self.head_lr, 0, math.inf)
+        if self.data_memory_gib is not None:
+            _in_range("--data-memory-gib", self.data_memory_gib, 0, math.inf, low_open=True)
+        if self.data_workers is not None and self.data_workers < 0:
+            raise ConfigError(f"--data-workers must be >= 0, got {self.data_workers}")
+        from reslab.engine.loggers import check_loggers
+
+        self.logger = check_loggers(self.logger)
         if self.nesterov and self.momentum == 0:
             raise ConfigError("nesterov needs momentum > 0; set --momentum or --no-nesterov")
         if any(not 0 < m < 1 for m in self.milestones) or list(self.milestones) != sorted(self.milestones):

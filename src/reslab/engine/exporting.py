@@ -1,25 +1,59 @@
-"""``export_run``: a trained run as a model file for other runtimes (TorchScript or ONNX).
+"""``export_run``: a trained run as a model file for deployment: torch.export (``.pt2``), ONNX or TorchScript.
 
-The exported model takes normalised float images (B, C, H, W) and returns logits (B, K); the normalisation
-statistics and class names are in the run's config.json. A failed export never leaves half a file.
+- ``torch-export`` (the default): an ``ExportedProgram`` saved with ``torch.export.save``; load it in plain
+  PyTorch with ``torch.export.load(path).module()``. The batch dimension is dynamic.
+- ``onnx``: one self-contained ``.onnx`` file (``pip install "reslab[onnx]"``), for onnxruntime & co.
+- ``torchscript``: legacy (TorchScript is deprecated upstream), for C++/mobile runtimes that still load it.
+
+By default the model takes normalised float images (B, C, H, W) and returns logits (B, K); the
+normalisation statistics and class names are in the run's config.json *and* in the file's metadata
+(``reslab.json`` extra file of a ``.pt2`` / TorchScript file, ``metadata_props`` of an ONNX model). With
+``uint8_input=True`` (``--uint8-input``) the run's normalisation is part of the graph: it takes raw uint8
+images (B, C, H, W), exactly as ``reslab predict`` reads them from image files (same mode, size and crop),
+so a deployer feeds decoded pixels and nothing else. A failed export never leaves half a file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import json
+import logging
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
+from torch import nn
 
+from reslab.data.loader import Normalization
 from reslab.engine.rundir import CKPT_DIR, CONFIG, LOCK, RUN_FILES, atomic_write
-from reslab.engine.runs import load_run
+from reslab.engine.runs import RunInfo, load_run
 from reslab.errors import ConfigError
 
-FORMATS = ("torchscript", "onnx")
-SUFFIXES = {"torchscript": ".pt", "onnx": ".onnx"}
+FORMATS = ("torch-export", "onnx", "torchscript")
+SUFFIXES = {"torch-export": ".pt2", "onnx": ".onnx", "torchscript": ".pt"}
 ONNX_HINT = 'ONNX export needs the optional onnx and onnxscript packages: pip install "reslab[onnx]"'
+EXAMPLE_BATCH = 2  # torch.export specialises a dimension whose example size is 0 or 1: keep batch dynamic
+
+
+class Uint8Input(nn.Module):
+    """``model`` behind the run's normalisation: raw uint8 images (B, C, H, W) in, logits (B, K) out.
+
+    The same arithmetic as ``Normalization.apply`` in ``reslab predict`` (``x * scale + shift`` in float32).
+    """
+
+    def __init__(self, model: nn.Module, norm: Normalization) -> None:
+        super().__init__()
+        self.model = model
+        scale, shift = norm.scale_shift("cpu")
+        self.register_buffer("scale", scale)  # (C, 1, 1)
+        self.register_buffer("shift", shift)  # (C, 1, 1) per channel, (C, H, W) per pixel
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images.float() * self.scale + self.shift)
 
 
 def _refuse_run_file(target: Path) -> None:
@@ -38,21 +72,111 @@ class Exported:
 
     path: Path
     format: str
-    input_shape: tuple[int, int, int]  # (C, H, W) of the normalised float images it takes
+    input_shape: tuple[int, int, int]  # (C, H, W) of the images it takes
+    uint8_input: bool = False  # True: raw uint8 pixels, normalised inside; False: normalised float
 
     def __str__(self) -> str:
         shape = ", ".join(map(str, self.input_shape))
-        return f"wrote {self.path} ({self.format}; input (B, {shape}) normalised)"
+        kind = "uint8, normalised inside" if self.uint8_input else "float32, normalised"
+        legacy = " (legacy format)" if self.format == "torchscript" else ""
+        return f"wrote {self.path} ({self.format}{legacy}; input (B, {shape}) {kind}; output logits (B, K))"
+
+
+def export_metadata(info: RunInfo, uint8_input: bool) -> dict[str, Any]:
+    """What a deployer needs beside the graph: classes, input layout, normalisation, resize rule."""
+    return {
+        "model": info.config.model,
+        "classes": list(info.classes),
+        "input_shape": list(info.input_shape),
+        "input": "uint8 (B, C, H, W), 0-255" if uint8_input else "float32 (B, C, H, W), normalised",
+        "normalization": info.norm.to_dict(),
+        "resize": "shorter side + center crop" if info.config.image_size is not None else "stretch",
+        "output": "logits (B, K)",
+    }
+
+
+def _dynamic_batch() -> tuple[dict[int, Any], ...]:
+    return ({0: torch.export.Dim("batch", min=1)},)  # dim 0 of the one input: any batch size
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """The exporters' progress lines and warnings about packages reslab does not use (torchvision ops)."""
+    logger = logging.getLogger("torch")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def _torch_export(model: nn.Module, example: torch.Tensor, meta: str) -> Callable[[str], None]:
+    def write(tmp: str) -> None:
+        with _quiet():
+            program = torch.export.export(model, (example,), dynamic_shapes=_dynamic_batch())
+        with open(tmp, "wb") as f:  # a file object: torch.export.save wants a .pt2 name otherwise
+            torch.export.save(program, f, extra_files={"reslab.json": meta})
+
+    return write
+
+
+def _torchscript(model: nn.Module, example: torch.Tensor, meta: str) -> Callable[[str], None]:
+    def write(tmp: str) -> None:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            traced = torch.jit.trace(model, example)
+        traced.save(tmp, _extra_files={"reslab.json": meta})
+
+    return write
+
+
+def _onnx(model: nn.Module, example: torch.Tensor, meta: str) -> Callable[[str], None]:
+    def write(tmp: str) -> None:
+        import onnx
+
+        with _quiet():
+            torch.onnx.export(
+                model,
+                (example,),
+                tmp,
+                input_names=["images"],
+                output_names=["logits"],
+                dynamic_shapes=_dynamic_batch(),
+                external_data=False,  # one self-contained file: weights beside a temp name would be orphaned
+                verbose=False,
+            )
+        proto = onnx.load(tmp)
+        onnx.helper.set_model_props(proto, {"reslab": meta})
+        onnx.save(proto, tmp)
+
+    return write
+
+
+WRITERS = {"torch-export": _torch_export, "onnx": _onnx, "torchscript": _torchscript}
 
 
 def export_run(
     run: str | Path,
     *,
-    format: str = "torchscript",
+    format: str = "torch-export",
     out: str | Path | None = None,
     overwrite: bool = False,
+    uint8_input: bool = False,
 ) -> Exported:
-    """Write ``run``'s model as ``format`` to ``out`` (default: model.pt / model.onnx beside the weights)."""
+    """Write ``run``'s model as ``format`` to ``out`` (default: model.pt2 / .onnx / .pt beside the weights).
+
+    Args:
+        run: a run directory, or a weights file with a config beside it.
+        format: ``torch-export`` (``.pt2``), ``onnx`` or ``torchscript`` (legacy).
+        uint8_input: bake the run's normalisation into the graph, which then takes raw uint8 images.
+
+    Raises:
+        ConfigError: unknown format, ONNX packages missing, the file exists (without ``overwrite``) or its
+            folder does not.
+    """
     if format not in FORMATS:
         raise ConfigError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
     if format == "onnx" and importlib.util.find_spec("onnx") is None:
@@ -64,28 +188,12 @@ def export_run(
         raise ConfigError(f"{target} already exists; use --overwrite or another --out")
     if not target.parent.is_dir():
         raise ConfigError(f"directory {target.parent} does not exist; create it or choose another --out")
-    example = torch.zeros(1, *info.input_shape)  # (1, C, H, W)
-
-    def torchscript(tmp: str) -> None:
-        # TorchScript is deprecated upstream but still the one file format C++/mobile runtimes load.
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            traced = torch.jit.trace(model, example)
-        traced.save(tmp)
-
-    def onnx(tmp: str) -> None:
-        torch.onnx.export(
-            model,
-            (example,),
-            tmp,
-            input_names=["images"],
-            output_names=["logits"],
-            dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
-            external_data=False,  # one self-contained file: weights beside a temp name would be orphaned
-        )
-
+    example = torch.zeros(EXAMPLE_BATCH, *info.input_shape)  # (B, C, H, W)
+    if uint8_input:
+        model, example = Uint8Input(model, info.norm).eval(), example.to(torch.uint8)
+    meta = json.dumps(export_metadata(info, uint8_input))
     try:
-        atomic_write(target, torchscript if format == "torchscript" else onnx)
+        atomic_write(target, WRITERS[format](model, example, meta))
     except ModuleNotFoundError as err:  # the new exporter also wants onnxscript
         raise ConfigError(f"{ONNX_HINT} (missing module {err.name})") from None
-    return Exported(target, format, info.input_shape)
+    return Exported(target, format, info.input_shape, uint8_input)

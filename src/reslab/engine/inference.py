@@ -140,8 +140,9 @@ def predict(
         raise ConfigError("no images given; pass one or more PNG or JPEG files")
     dev = resolve_device(device)
     model, info = load_run(run, device=dev)
+    crop = info.config.image_size is not None  # trained with --image-size: scale + center-crop, as then
     batch = torch.stack(
-        [torch.from_numpy(read_image_chw(p, info.input_shape).copy()) for p in images]
+        [torch.from_numpy(read_image_chw(p, info.input_shape, crop=crop).copy()) for p in images]
     )  # (N, C, H, W) uint8
     amp = AMP_DTYPES[precision or info.precision]
     ctx = torch.autocast(dev.type, dtype=amp) if amp is not None else contextlib.nullcontext()

@@ -18,11 +18,12 @@ from typing import Any
 import torch
 
 from reslab.data.loader import DeviceLoader
-from reslab.engine import distributed, rundir
+from reslab.engine import distributed, finetune, rundir
 from reslab.engine.checkpoint import list_checkpoints, load_latest_checkpoint, save_checkpoint, weights_bytes
 from reslab.engine.config import TrainConfig
 from reslab.engine.evaluation import EvalResult, evaluate_model
 from reslab.engine.guards import FiniteWatch, InterruptGuard, all_finite
+from reslab.engine.loggers import open_loggers
 from reslab.engine.memory import (
     is_out_of_memory,
     oom_error,
@@ -60,6 +61,7 @@ def train(cfg: TrainConfig, *, callback: Callback | None = None, runtime: Runtim
     notes: list[str] = []
     if cfg.resume is not None:
         cfg, _, notes = resume_settings(cfg)
+    cfg = finetune.with_init_kwargs(cfg)  # the build keywords --init-from's weights need
     if runtime is None and distributed.launched_by_torchrun():  # a torchrun worker: join the group first
         with distributed.session(cfg) as rt:
             return _Run(cfg, rt, callback, notes).execute()
@@ -80,7 +82,10 @@ class _Run:
         # Everything that can be refused is checked before --out is created (nothing left behind on refusal).
         self.data = load_data(cfg, rt)
         self.model, self.memory = build_model_for(cfg, rt, self.data)
-        self._set_up_steps(notes)
+        started = finetune.load_init(self.model, cfg)  # before the optimizer, DDP and compile see it
+        frozen = finetune.freeze(self.model, cfg.freeze)
+        started += [finetune.describe_freeze(self.model, frozen)] if frozen else []
+        self._set_up_steps(notes + started)
         self.exit = contextlib.ExitStack()  # the run directory's lock, released when the session ends
         try:
             self.run_dir = self._open_run_dir()
@@ -88,6 +93,10 @@ class _Run:
                 self._restore()
             if rt.is_main:
                 self._write_config()
+            self.loggers = open_loggers(
+                cfg.logger, self.run_dir, history=self.history, iteration=self.it, config=cfg.to_dict(),
+                is_main=rt.is_main,
+            )  # fmt: skip
         except BaseException:
             self.exit.close()
             raise
@@ -105,12 +114,12 @@ class _Run:
         self.notes = notes + self.plan.notes(cfg)
         self.fwd = torch.compile(self.model) if cfg.compile else self.model  # evaluation: each rank's shard
         opt = make_sgd(
-            self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+            finetune.param_groups(self.model, cfg), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
             weight_decay=cfg.weight_decay,
         )  # fmt: skip
         self.state = StepState(
             forward=distributed.wrap_ddp(self.fwd, rt) if rt.world_size > 1 else self.fwd,
-            params=list(self.model.parameters()),
+            params=finetune.trainable(self.model),
             optimizer=opt,
             runtime=rt,
             watch=FiniteWatch(rt.device),
@@ -212,6 +221,7 @@ class _Run:
             raise oom_error(cfg.batch_size, rt.device, cfg.activation_checkpointing) from None
         finally:
             self.progress.close()
+            self.loggers.close()
         return self._finish()
 
     def _steps(self, guard: InterruptGuard) -> None:
@@ -268,6 +278,7 @@ class _Run:
             # The line before the checkpoint: a crash between the two leaves a line past the last
             # checkpoint, which resume drops and redoes; the other order would lose this line for good.
             rundir.append_jsonl(self.run_dir / rundir.METRICS, metrics)
+            self.loggers.log(metrics)  # --logger: tensorboard, csv, wandb
         self._checkpoint()
         self.progress.log(metrics)
         if self.callback is not None:

@@ -28,7 +28,8 @@ TIGHT = 0.5  # a CPU run whose estimate exceeds this share of free memory trades
 
 @dataclass
 class RunData:
-    """The splits on the device and what config.json records about them."""
+    """The splits on the device and what config.json records about them (a streamed folder's loaders are
+    StreamLoaders, with the same interface)."""
 
     train: DeviceLoader  # shuffled, augmented, this rank's shard of every global batch
     eval_train: DeviceLoader  # the whole train split, in order, no augmentation (the paper's training error)
@@ -41,12 +42,18 @@ class RunData:
 
 
 def load_data(cfg: TrainConfig, rt: Runtime) -> RunData:
-    """The dataset as uint8 tensors on the device; statistics from the train split only."""
+    """The dataset as uint8 tensors on the device (or streamed from disk, see :mod:`reslab.engine.feed`);
+    statistics from the train split only."""
     from reslab.data import load_dataset
+    from reslab.engine.feed import streamed_splits
 
+    streamed = streamed_splits(cfg, rt)  # a folder too large for the memory budget: read from disk
+    if streamed is not None:
+        return RunData(**streamed)
     ds = load_dataset(
-        cfg.dataset, cfg.data_dir, download=cfg.download, seed=cfg.split_seed, val_split=cfg.val_split
-    )
+        cfg.dataset, cfg.data_dir, download=cfg.download, seed=cfg.split_seed, val_split=cfg.val_split,
+        image_size=cfg.image_size,
+    )  # fmt: skip
     if ds.train_x.shape[0] < cfg.batch_size:
         raise ConfigError(
             f"--batch-size {cfg.batch_size} exceeds the {ds.train_x.shape[0]} training images of "

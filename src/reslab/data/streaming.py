@@ -1,0 +1,155 @@
+"""Image folders streamed from disk: batches decoded by DataLoader workers instead of one resident tensor.
+
+For a ``folder:PATH`` whose decoded size exceeds the memory budget. :class:`StreamLoader` has the surface of
+:class:`~reslab.data.loader.DeviceLoader` (``len``, ``epoch(e, start)``, iteration) and the same batches:
+
+- the epoch's order, crops and flips come from the same :func:`~reslab.data.loader.epoch_plan` of
+  (seed, epoch), and each rank takes the same :func:`~reslab.data.loader.shard_slice` of it;
+- the workers only decode (the one image reader, :func:`~reslab.data.images.read_image`, so a streamed image
+  has the pixels the resident path would hold); crop, flip and normalisation run on the training device as
+  whole-batch ops, exactly as in the resident path.
+
+So a streamed run sees the batches a resident run of the same folder would (bit-identical pixels, same
+order), and a resumed run starts mid-epoch at the batch it stopped at: resume stays exact. Only the speed
+differs: decoding runs in ``workers`` processes ahead of the step (``prefetch`` batches each).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from reslab.data.images import read_image
+from reslab.data.loader import Normalization, augment_batch, epoch_plan, shard_slice
+
+
+def quiet_generator() -> torch.Generator:
+    """A DataLoader's own generator: drawing its workers' seeds from it leaves the global RNG alone, so a
+    streamed run initialises its model exactly as a resident run (the workers draw no random numbers)."""
+    return torch.Generator().manual_seed(0)
+
+
+class FolderImages(Dataset[tuple[torch.Tensor, int]]):
+    """Item i of a list of (file, label): ``(uint8 (C, H, W), label)``, decoded when asked for."""
+
+    def __init__(
+        self, items: Sequence[tuple[Path, int]], size: tuple[int, int], mode: str, *, crop: bool
+    ) -> None:
+        self.items, self.size, self.mode, self.crop = list(items), size, mode, crop
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of every decoded image."""
+        return (1 if self.mode == "L" else 3, self.size[1], self.size[0])
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        path, label = self.items[i]
+        arr = read_image(path, mode=self.mode, size=self.size, crop=self.crop)  # (H, W) or (H, W, 3)
+        chw = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)  # (C, H, W)
+        return torch.from_numpy(chw.copy()), label
+
+
+class _Batches(Sampler[list[int]]):
+    """The batches of the coming pass, set before each pass (the sampler runs in the main process)."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class StreamLoader:
+    """Batches of a split decoded from disk. Yields ``(x float (B, C, H, W), y int64 (B,))`` on ``device``.
+
+    Arguments as :class:`~reslab.data.loader.DeviceLoader`, with the images as a :class:`FolderImages`;
+    ``workers`` decoding processes (0: decode in this process), each ``prefetch`` batches ahead.
+    """
+
+    def __init__(
+        self,
+        images: FolderImages,
+        *,
+        batch_size: int,
+        norm: Normalization,
+        device: torch.device | str = "cpu",
+        shuffle: bool = False,
+        augment: Literal["none", "crop", "crop_flip"] = "none",
+        seed: int = 0,
+        drop_last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
+        channels_last: bool = False,
+        workers: int = 0,
+        prefetch: int = 2,
+        pad: int = 4,
+    ) -> None:
+        if batch_size <= 0 or batch_size % world_size:
+            raise ValueError(
+                f"batch size {batch_size} must be a positive multiple of world size {world_size}"
+            )
+        self.device = torch.device(device)
+        self.images = images
+        self.n = len(images)
+        self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
+        self.shuffle, self.augment, self.seed, self.pad = shuffle, augment, seed, pad
+        self.drop_last = drop_last
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.norm = norm
+        self._scale, self._shift = norm.scale_shift(self.device)
+        self._sampler = _Batches()
+        # A training split keeps its workers between epochs; an evaluation pass starts them afresh, so idle
+        # evaluation workers hold no memory while the model trains.
+        self._loader = DataLoader(
+            images,
+            batch_sampler=self._sampler,
+            num_workers=workers,
+            persistent_workers=workers > 0 and shuffle,
+            prefetch_factor=prefetch if workers > 0 else None,
+            pin_memory=self.device.type == "cuda",
+            generator=quiet_generator(),
+        )
+        self._epoch = 0
+
+    def __len__(self) -> int:
+        steps = self.n / self.batch_size
+        return math.floor(steps) if self.drop_last else math.ceil(steps)
+
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Batches of epoch ``epoch`` from step ``start`` on: the DeviceLoader's batches, read from disk."""
+        plan = epoch_plan(self.n, seed=self.seed, epoch=epoch, shuffle=self.shuffle, pad=self.pad)
+        order, dy, dx, flip = plan  # each (N,) on the CPU
+        steps = range(start, len(self))
+        slices = [shard_slice(s, self.n, self.batch_size, self.rank, self.world_size) for s in steps]
+        batches = [order[pos].tolist() for pos in slices]
+        self._sampler.batches = [b for b in batches if b]  # a rank's empty share of a tiny last batch
+        decoded = iter(self._loader)
+        for pos, batch in zip(slices, batches):
+            if not batch:
+                empty = torch.empty((0, *self.images.shape), device=self.device)
+                yield empty, torch.empty(0, dtype=torch.int64, device=self.device)
+                continue
+            x, y = next(decoded)
+            x = x.to(self.device, non_blocking=True)  # (b, C, H, W) uint8
+            x = augment_batch(x, self.augment, *(t[pos].to(self.device) for t in (dy, dx, flip)), self.pad)
+            x = (x.float() * self._scale + self._shift).to(memory_format=self.memory_format)
+            yield x, y.to(self.device, non_blocking=True)
+
+    def set_epoch(self, epoch: int) -> None:
+        self._epoch = epoch
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        epoch = self._epoch
+        self._epoch += 1
+        return self.epoch(epoch)
