@@ -125,7 +125,53 @@ def augment_batch(
     return x
 
 
-class DeviceLoader:
+class Batching:
+    """What the resident and the streamed loaders share: the epoch's plan, its sharding over ranks, the
+    normalisation on the device, and the number of steps per epoch."""
+
+    n: int
+    batch_size: int
+    drop_last: bool
+
+    def _init_batching(
+        self,
+        n: int,
+        *,
+        batch_size: int,
+        norm: Normalization,
+        device: torch.device | str,
+        shuffle: bool,
+        augment: Literal["none", "crop", "crop_flip"],
+        seed: int,
+        drop_last: bool,
+        rank: int,
+        world_size: int,
+        channels_last: bool,
+        pad: int,
+    ) -> None:
+        if batch_size <= 0 or batch_size % world_size:
+            raise ValueError(
+                f"batch size {batch_size} must be a positive multiple of world size {world_size}"
+            )
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside world size {world_size}")
+        self.device = torch.device(device)
+        self.n = n
+        self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
+        self.shuffle, self.augment, self.seed, self.pad = shuffle, augment, seed, pad
+        self.drop_last = drop_last
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.norm = norm
+        self._scale, self._shift = norm.scale_shift(self.device)  # (C,1,1)|(C,H,W) each
+        self._epoch = 0
+
+    def __len__(self) -> int:
+        """Steps per epoch (the same on every rank)."""
+        steps = self.n / self.batch_size
+        return math.floor(steps) if self.drop_last else math.ceil(steps)
+
+
+class DeviceLoader(Batching):
     """Batches of one split, resident on ``device``. Yields ``(x float (B, C, H, W), y int64 (B,))``.
 
     ``batch_size`` is the global batch; with ``world_size`` ranks each rank gets ``batch_size // world_size``
@@ -153,29 +199,15 @@ class DeviceLoader:
     ) -> None:
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise ValueError(f"images must be uint8 (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
-        if batch_size <= 0 or batch_size % world_size:
-            raise ValueError(
-                f"batch size {batch_size} must be a positive multiple of world size {world_size}"
-            )
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank {rank} outside world size {world_size}")
-        self.device = torch.device(device)
+        self._init_batching(
+            int(images.shape[0]), batch_size=batch_size, norm=norm, device=device, shuffle=shuffle,
+            augment=augment, seed=seed, drop_last=drop_last, rank=rank, world_size=world_size,
+            channels_last=channels_last, pad=pad,
+        )  # fmt: skip
         self.images = images.to(self.device)  # (N, C, H, W) uint8, moved once
         self.labels = labels.to(self.device, torch.int64)  # (N,)
-        self.n = int(images.shape[0])
-        self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
         self.local_batch = batch_size // world_size
-        self.shuffle, self.augment, self.seed, self.pad = shuffle, augment, seed, pad
-        self.drop_last, self.dtype = drop_last, dtype
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.norm = norm
-        self._scale, self._shift = norm.scale_shift(self.device)  # (C,1,1)|(C,H,W) each
-        self._epoch = 0
-
-    def __len__(self) -> int:
-        """Steps per epoch (the same on every rank)."""
-        steps = self.n / self.batch_size
-        return math.floor(steps) if self.drop_last else math.ceil(steps)
+        self.dtype = dtype
 
     def plan(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Epoch ``epoch``'s (order, dy, dx, flip), each (N,) on the device; a function of (seed, epoch)."""

@@ -16,7 +16,6 @@ differs: decoding runs in ``workers`` processes ahead of the step (``prefetch`` 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Literal
@@ -25,7 +24,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from reslab.data.images import read_image
-from reslab.data.loader import Normalization, augment_batch, epoch_plan, shard_slice
+from reslab.data.loader import Batching, Normalization, augment_batch, epoch_plan, shard_slice
 
 
 def quiet_generator() -> torch.Generator:
@@ -70,7 +69,7 @@ class _Batches(Sampler[list[int]]):
         return len(self.batches)
 
 
-class StreamLoader:
+class StreamLoader(Batching):
     """Batches of a split decoded from disk. Yields ``(x float (B, C, H, W), y int64 (B,))`` on ``device``.
 
     Arguments as :class:`~reslab.data.loader.DeviceLoader`, with the images as a :class:`FolderImages`;
@@ -95,19 +94,12 @@ class StreamLoader:
         prefetch: int = 2,
         pad: int = 4,
     ) -> None:
-        if batch_size <= 0 or batch_size % world_size:
-            raise ValueError(
-                f"batch size {batch_size} must be a positive multiple of world size {world_size}"
-            )
-        self.device = torch.device(device)
+        self._init_batching(
+            len(images), batch_size=batch_size, norm=norm, device=device, shuffle=shuffle, augment=augment,
+            seed=seed, drop_last=drop_last, rank=rank, world_size=world_size, channels_last=channels_last,
+            pad=pad,
+        )  # fmt: skip
         self.images = images
-        self.n = len(images)
-        self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
-        self.shuffle, self.augment, self.seed, self.pad = shuffle, augment, seed, pad
-        self.drop_last = drop_last
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.norm = norm
-        self._scale, self._shift = norm.scale_shift(self.device)
         self._sampler = _Batches()
         # A training split keeps its workers between epochs; an evaluation pass starts them afresh, so idle
         # evaluation workers hold no memory while the model trains.
@@ -120,11 +112,6 @@ class StreamLoader:
             pin_memory=self.device.type == "cuda",
             generator=quiet_generator(),
         )
-        self._epoch = 0
-
-    def __len__(self) -> int:
-        steps = self.n / self.batch_size
-        return math.floor(steps) if self.drop_last else math.ceil(steps)
 
     def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Batches of epoch ``epoch`` from step ``start`` on: the DeviceLoader's batches, read from disk."""
