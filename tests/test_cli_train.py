@@ -87,6 +87,15 @@ def test_resume_with_other_model_exits_2(run_dir: Path, capsys: pytest.CaptureFi
     assert "model" in one_line_error(capsys)
 
 
+def test_resume_shorter_than_the_run_is_refused_and_changes_nothing(
+    run_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    files = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file() and p.name != ".lock"}
+    assert main(["train", "--resume", str(run_dir), "--iterations", "4"]) == 2
+    assert "already at iteration 8, past the 4 asked for" in one_line_error(capsys)
+    assert {p: (run_dir / p).read_bytes() for p in files} == files  # config.json keeps its length
+
+
 def test_ctrl_c_checkpoints_exits_130_and_cli_resume_matches(
     tmp_path: Path, run_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

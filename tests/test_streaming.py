@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from helpers import tiny
 from reslab.data import load_dataset
 from reslab.data.images import center_box, read_image, read_image_chw
-from reslab.engine import predict, train
+from reslab.engine import evaluate, predict, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -58,6 +58,11 @@ def test_image_size_is_honoured_in_training_and_predict(tmp_path: Path) -> None:
     assert run.iterations == 2
     [top] = predict(out, [first], top_k=2)
     assert {c for c, _ in top.top} == {"a", "b"}
+    # eval reads the folder at the run's --image-size, its own folder and another of the same classes
+    own = evaluate(out)
+    assert own.n == ds.test_x.shape[0] and own.error == pytest.approx(run.final_test_error)
+    other = striped_folder(tmp_path / "other", per_class=5, size=(14, 40))  # tall images, another size
+    assert evaluate(out, dataset=f"folder:{other}", split="train").n == 8
 
 
 def _stream_cfg(tmp_path: Path, folder: Path, name: str, **kw: object):  # type: ignore[no-untyped-def]

@@ -45,10 +45,13 @@ class _StudyConfig:
     batch_size: int = setting(256, help="images per forward pass", metavar="B")
     seed: int = setting(0, help="fresh models' initialisation and the fixed image subset")
 
-    def _check_sizes(self, **sizes: int) -> None:
+    def _check_sizes(self, least: dict[str, int] | None = None, **sizes: int) -> None:
+        """Each size at least 1 (or its ``least``): one line naming the flag otherwise."""
         for name, value in {"batch_size": self.batch_size, **sizes}.items():
-            if value < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+            low = (least or {}).get(name, 1)
+            if value < low:
+                what = "a positive integer" if low == 1 else f"an integer >= {low}"
+                raise ConfigError(f"--{name.replace('_', '-')} must be {what}, got {value}")
 
 
 @dataclass(kw_only=True)
@@ -179,7 +182,7 @@ def gradients(cfg: GradientsConfig | None = None, /, **settings: Any) -> Gradien
     from reslab.plots import gradients_figure
 
     cfg = _config(GradientsConfig, cfg, settings)
-    cfg._check_sizes(steps=cfg.steps + 1)
+    cfg._check_sizes({"steps": 0}, steps=cfg.steps)  # 0: the snapshot at initialisation only
     if not cfg.lr > 0:
         raise ConfigError(f"--lr must be a positive number, got {cfg.lr}")
     ds, subjects, out = _subjects(cfg, list(cfg.models))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 import typing
 from collections.abc import Sequence
 from typing import Any
@@ -59,7 +60,10 @@ def add_setting_flags(
         kwargs: dict[str, Any] = {"help": f"{text} (default: {default})" if default else text}
         flag = flag_of(f)
         if not flag.startswith("-"):  # positional: one or more values, commas allowed
-            p.add_argument(f.name, nargs="+", metavar=f.name.upper().rstrip("S"), **kwargs)
+            metavar = f.metadata.get("metavar") or re.sub(
+                "(IE)?S$", lambda m: "Y" if m[1] else "", f.name.upper()
+            )
+            p.add_argument(f.name, nargs="+", metavar=metavar, **kwargs)
             continue
         kwargs.update(
             dest=f.name,

@@ -78,7 +78,7 @@ def register(sub: Any) -> None:
             "For each depth, train a plain net and its residual twin with the same recipe, init and seeds; "
             "write curves.png, error_vs_depth.png, results.json/.csv/.md to --out and print the table. "
             "With no arguments: CIFAR-style nets of 20, 38 and 44 layers on the embedded mnist5k digits, "
-            "5 epochs each, about 4 minutes on a 2-core CPU. Re-running the same command reuses finished "
+            "5 epochs each, about 3.5 minutes on a 2-core CPU. Re-running the same command reuses finished "
             "runs and resumes an interrupted one. Training flags override the preset's values."
         ),
     )

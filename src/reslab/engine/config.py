@@ -66,7 +66,7 @@ class TrainConfig:
     # --- how long: at most one of these two is set
     epochs: int | None = setting(
         None,
-        help=f"passes over the training split; {DEFAULT_EPOCHS} unless --iterations is given",
+        help="passes over the training split (--iterations, when given, wins)",
         metavar="E",
     )
     iterations: int | None = setting(None, help="optimizer steps, instead of epochs", metavar="N")

@@ -98,9 +98,12 @@ def _split(
 
     cfg = info.config
     same = name == cfg.dataset  # the run's own dataset keeps its validation split: "test" means the same
+    # A folder is read as the run read its own: scaled and centre-cropped to its --image-size, if it had one.
+    size = cfg.image_size if name.strip().startswith("folder:") else None
     ds = load_dataset(
-        name, data_dir, download=download, seed=cfg.split_seed, val_split=cfg.val_split if same else None
-    )
+        name, data_dir, download=download, seed=cfg.split_seed, val_split=cfg.val_split if same else None,
+        image_size=size,
+    )  # fmt: skip
     if ds.image_shape != info.input_shape or ds.num_classes != len(info.classes):
         raise ConfigError(
             f"{name} has {ds.num_classes} classes of {ds.image_shape} images, but the model expects "

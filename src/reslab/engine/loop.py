@@ -42,7 +42,7 @@ from reslab.engine.runtime import (
 from reslab.engine.schedule import LrPlan, lr_at, make_plan
 from reslab.engine.setup import build_model_for, load_data, open_run_dir
 from reslab.engine.step import Interval, NonFiniteStep, StepState, train_step
-from reslab.errors import CheckpointError, DivergedError
+from reslab.errors import CheckpointError, ConfigError, DivergedError
 
 Callback = Callable[[dict[str, Any]], None]
 
@@ -85,6 +85,8 @@ class _Run:
         started = finetune.load_init(self.model, cfg)  # before the optimizer, DDP and compile see it
         frozen = finetune.freeze(self.model, cfg.freeze)
         started += [finetune.describe_freeze(self.model, frozen)] if frozen else []
+        if frozen and cfg.init_from is None and cfg.resume is None:
+            started.append("warning: --freeze without --init-from keeps those stages at their random init")
         self._set_up_steps(notes + started)
         self.exit = contextlib.ExitStack()  # the run directory's lock, released when the session ends
         try:
@@ -164,6 +166,11 @@ class _Run:
         except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise CheckpointError(f"checkpoint {ckpt} does not fit this run: {first}") from None
+        if self.it > self.total:  # nothing is written yet: config.json keeps the run's own length
+            raise ConfigError(
+                f"{self.run_dir} is already at iteration {self.it}, past the {self.total} asked for; resume "
+                "with a longer --epochs/--iterations, or with neither to keep the run's own length"
+            )
         self.history = rundir.truncate_metrics(self.run_dir, self.it) if self.rt.is_main else []
         self.notes.insert(0, f"resuming {self.run_dir} at iteration {self.it} of {self.total}")
 

@@ -116,7 +116,7 @@ class _SweepSettings(SweepSettings):
     )
     depths: tuple[int, ...] | None = setting(
         None,
-        help="default: cifar 20,38,44; mlp 1,2,4,16; imagenet 18,34 (paper preset 20,32,44,56,110)",
+        help="default: cifar 20,38,44; mlp 1,4,16,64,500; imagenet 18,34 (paper preset 20,32,44,56,110)",
         metavar="D,D",
     )
     seeds: int | None = setting(
