@@ -137,6 +137,17 @@ def test_two_compares_on_one_folder(tmp_path: Path) -> None:
         compare(family="mlp", depths=(1,), dataset="synthetic:1x12x12", iterations=2, out=str(tmp_path))
 
 
+def test_two_ablates_on_one_folder(tmp_path: Path) -> None:
+    from reslab.experiments import ablate
+
+    with (
+        RunLock(tmp_path, what="ablate sweep"),
+        pytest.raises(ConfigError, match="being written by process"),
+    ):
+        ablate(depth=8, seeds=1, dataset="synthetic:1x12x12", iterations=2, out=str(tmp_path))
+    assert not list(tmp_path.glob("*-s0"))  # nothing trained
+
+
 # --- tampered run files -----------------------------------------------------------------------------------
 
 
