@@ -148,6 +148,7 @@ class Batching:
         world_size: int,
         channels_last: bool,
         pad: int,
+        dtype: torch.dtype = torch.float32,
     ) -> None:
         if batch_size <= 0 or batch_size % world_size:
             raise ValueError(
@@ -159,7 +160,7 @@ class Batching:
         self.n = n
         self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
         self.shuffle, self.augment, self.seed, self.pad = shuffle, augment, seed, pad
-        self.drop_last = drop_last
+        self.drop_last, self.dtype = drop_last, dtype
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.norm = norm
         self._scale, self._shift = norm.scale_shift(self.device)  # (C,1,1)|(C,H,W) each
@@ -169,6 +170,22 @@ class Batching:
         """Steps per epoch (the same on every rank)."""
         steps = self.n / self.batch_size
         return math.floor(steps) if self.drop_last else math.ceil(steps)
+
+    def _normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 (b, C, H, W) on the device -> normalised, in the run's dtype and memory format."""
+        return (x.float() * self._scale + self._shift).to(self.dtype, memory_format=self.memory_format)
+
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        raise NotImplementedError
+
+    def set_epoch(self, epoch: int) -> None:
+        self._epoch = epoch
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """One epoch; successive ``iter()`` calls walk successive epochs (``set_epoch`` to jump)."""
+        epoch = self._epoch
+        self._epoch += 1
+        return self.epoch(epoch)
 
 
 class DeviceLoader(Batching):
@@ -202,12 +219,11 @@ class DeviceLoader(Batching):
         self._init_batching(
             int(images.shape[0]), batch_size=batch_size, norm=norm, device=device, shuffle=shuffle,
             augment=augment, seed=seed, drop_last=drop_last, rank=rank, world_size=world_size,
-            channels_last=channels_last, pad=pad,
+            channels_last=channels_last, pad=pad, dtype=dtype,
         )  # fmt: skip
         self.images = images.to(self.device)  # (N, C, H, W) uint8, moved once
         self.labels = labels.to(self.device, torch.int64)  # (N,)
         self.local_batch = batch_size // world_size
-        self.dtype = dtype
 
     def plan(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Epoch ``epoch``'s (order, dy, dx, flip), each (N,) on the device; a function of (seed, epoch)."""
@@ -224,14 +240,4 @@ class DeviceLoader(Batching):
             pos = self._positions(step)
             idx = order[pos]  # (b,)
             x = augment_batch(self.images[idx], self.augment, dy[pos], dx[pos], flip[pos], self.pad)
-            x = (x.float() * self._scale + self._shift).to(self.dtype, memory_format=self.memory_format)
-            yield x, self.labels[idx]
-
-    def set_epoch(self, epoch: int) -> None:
-        self._epoch = epoch
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """One epoch; successive ``iter()`` calls walk successive epochs (``set_epoch`` to jump)."""
-        epoch = self._epoch
-        self._epoch += 1
-        return self.epoch(epoch)
+            yield self._normalise(x), self.labels[idx]

@@ -130,13 +130,4 @@ class StreamLoader(Batching):
             x, y = next(decoded)
             x = x.to(self.device, non_blocking=True)  # (b, C, H, W) uint8
             x = augment_batch(x, self.augment, *(t[pos].to(self.device) for t in (dy, dx, flip)), self.pad)
-            x = (x.float() * self._scale + self._shift).to(memory_format=self.memory_format)
-            yield x, y.to(self.device, non_blocking=True)
-
-    def set_epoch(self, epoch: int) -> None:
-        self._epoch = epoch
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        epoch = self._epoch
-        self._epoch += 1
-        return self.epoch(epoch)
+            yield self._normalise(x), y.to(self.device, non_blocking=True)
