@@ -36,20 +36,18 @@ def _markdown_table(text: str) -> str:
 def compare_html(result: Any) -> str:
     """The depth sweep: title, table, verdict, the two figures, where the files are."""
     cfg = result.config
-    parts = [
-        f"<h4>Plain vs residual: {html.escape(cfg.family)} nets on {html.escape(str(cfg.dataset))}</h4>",
-        _markdown_table(result.table),
-        f"<p><b>{html.escape(result.verdict)}</b></p>",
-        *(_img(fig) for fig in result.figures.values()),
-        f"<p>outputs in <code>{html.escape(str(result.out))}</code></p>",
-    ]
-    return "\n".join(parts)
+    return _sweep_html(result, f"Plain vs residual: {cfg.family} nets on {cfg.dataset}")
 
 
 def ablate_html(result: Any) -> str:
     """The ablation sweep: title, table (with the paper's figures), verdict, the two figures, the files."""
     cfg = result.config
-    title = f"Shortcut and activation ablations (He et al. 2016): {cfg.model} on {cfg.dataset}"
+    return _sweep_html(
+        result, f"Shortcut and activation ablations (He et al. 2016): {cfg.model} on {cfg.dataset}"
+    )
+
+
+def _sweep_html(result: Any, title: str) -> str:
     parts = [
         f"<h4>{html.escape(title)}</h4>",
         _markdown_table(result.table),
