@@ -286,7 +286,7 @@ def make_sgd(
     params: Any, *, lr: float, momentum: float, nesterov: bool, weight_decay: float
 ) -> torch.optim.SGD:
     """The engine's optimiser (fused SGD where the device has it)."""
-    from reslab.engine.runtime import make_sgd as engine_sgd
+    from reslab.engine.sgd import make_sgd as engine_sgd
 
     return engine_sgd(params, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
 

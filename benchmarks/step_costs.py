@@ -13,6 +13,8 @@ walk and ``branch_out`` calls. A part's share is its median time over the step's
 
 ``--relu-ab N``: the whole step with the blocks' ReLUs in place (the default) against the same model with
 every ReLU out of place, alternating for N rounds in this process; the median of per-round ratios.
+``--layout-ab N``: the same for the fused SGD and the finite check on memory-order views (the engine's)
+against torch's fused SGD and the check walking the tensors' strides (what channels_last used to cost).
 """
 
 from __future__ import annotations
@@ -23,11 +25,13 @@ import sys
 import time
 from collections.abc import Callable
 from typing import Any
+from unittest import mock
 
 import torch
 import torch.nn.functional as F
 
 import benchlib as bl
+import reslab.engine.step as engine_step
 import throughput as tp
 from reslab.engine.guards import FiniteWatch, grads_finite
 from reslab.engine.runtime import Runtime
@@ -51,6 +55,12 @@ def _old_finite(params: list[torch.nn.Parameter]) -> torch.Tensor:
     """The check before: the inf-norm of all gradients (not vectorised on a CPU)."""
     grads = [p.grad for p in params if p.grad is not None]
     return torch.isfinite(torch.nn.utils.get_total_norm(grads, norm_type=float("inf")))
+
+
+def _strided_finite(params: list[torch.nn.Parameter]) -> torch.Tensor:
+    """The aminmax check as it was before it read channels_last gradients in memory order."""
+    grads = [p.grad for p in params if p.grad is not None and p.grad.numel()]
+    return torch.isfinite(torch.stack([torch.stack(torch.aminmax(g)).double() for g in grads])).all()
 
 
 def _stage_walk_s(model: torch.nn.Module, calls: int) -> float:
@@ -91,6 +101,7 @@ def parts(case: tp.Case, rt: Runtime, steps: int) -> tuple[float, dict[str, floa
         return lambda: F.cross_entropy(logits, y, label_smoothing=ls).backward()
 
     plain = bl.plain_sgd(model)
+    strided = torch.optim.SGD(model.parameters(), fused=True, **bl.SGD_KW)  # what DenseSGD hands views to
     out = {
         "lr assignment (set_lr)": _median_s(lambda: set_lr(opt, 1e-3), calls=2000),
         "cross-entropy fwd+bwd, label smoothing 0.1": _median_s(ce(0.1), calls=200),
@@ -99,14 +110,31 @@ def parts(case: tp.Case, rt: Runtime, steps: int) -> tuple[float, dict[str, floa
             lambda: interval.add(logits.detach()[0, 0], logits.detach(), y), calls=200
         ),
         "finite check of the gradients (aminmax)": _median_s(lambda: grads_finite(params), calls=10),
+        "finite check, aminmax through the strides": _median_s(lambda: _strided_finite(params), calls=10),
         "finite check, the inf-norm it replaced": _median_s(lambda: _old_finite(params), calls=5),
         "host read of the flag (FiniteWatch.push)": _median_s(lambda: watch.push(1, flag), calls=2000),
         f"next batch (DeviceLoader, {augment})": _median_s(lambda: next(batches), calls=20),
         "SGD update, fused (the engine's)": _median_s(opt.step, calls=10),
+        "SGD update, torch's fused SGD through the strides": _median_s(strided.step, calls=10),
         "SGD update, torch's default loop": _median_s(plain.step, calls=5),
         "stage walk + branch_out calls": _stage_walk_s(model, 2000),
     }
     return whole, out
+
+
+def _ab(a: Callable[[], None], b: Callable[[], None], rounds: int) -> tuple[float, float, float]:
+    """(median s of a, median s of b, median per-round ratio b / a): 2 steps each, alternating order."""
+    a()
+    b()
+    times: list[list[float]] = [[], []]
+    for r in range(rounds):
+        for i in (0, 1) if r % 2 == 0 else (1, 0):
+            t0 = time.perf_counter()
+            (a, b)[i]()
+            (a, b)[i]()
+            times[i].append((time.perf_counter() - t0) / 2)
+    ratio = statistics.median(o / i for i, o in zip(*times, strict=True))
+    return statistics.median(times[0]), statistics.median(times[1]), ratio
 
 
 def relu_ab(case: tp.Case, rt: Runtime, rounds: int) -> tuple[float, float, float]:
@@ -120,16 +148,30 @@ def relu_ab(case: tp.Case, rt: Runtime, rounds: int) -> tuple[float, float, floa
                 mod.inplace = mod.inplace and inplace
         loader = tp._device_loader(case, data, rt, train=True, augment="none")
         steps.append(bl.engine_step(m, bl.make_sgd(m.parameters(), **bl.SGD_KW), rt, bl.cycle(loader)))
-        steps[-1]()
-    times: list[list[float]] = [[], []]
-    for r in range(rounds):
-        for i in (0, 1) if r % 2 == 0 else (1, 0):
-            t0 = time.perf_counter()
-            steps[i]()
-            steps[i]()
-            times[i].append((time.perf_counter() - t0) / 2)
-    ratio = statistics.median(o / i for i, o in zip(*times, strict=True))
-    return statistics.median(times[0]), statistics.median(times[1]), ratio
+    return _ab(steps[0], steps[1], rounds)
+
+
+def layout_ab(case: tp.Case, rt: Runtime, rounds: int) -> tuple[float, float, float]:
+    """The whole step as the engine runs it (fused SGD and finite check on memory-order views) against the
+    same step with torch's fused SGD and the aminmax check walking the tensors' strides (the code before).
+    (median s now, median s before, median per-round ratio before / now)."""
+    data = tp._data(case, rt.device)
+    steps = []
+    for now in (True, False):
+        m = tp._model(case, rt.device, rt.channels_last)
+        opt = (
+            bl.make_sgd(m.parameters(), **bl.SGD_KW)
+            if now
+            else torch.optim.SGD(m.parameters(), fused=True, **bl.SGD_KW)
+        )
+        loader = tp._device_loader(case, data, rt, train=True, augment="none")
+        steps.append(bl.engine_step(m, opt, rt, bl.cycle(loader)))
+
+    def before() -> None:
+        with mock.patch.object(engine_step, "grads_finite", _strided_finite):
+            steps[1]()
+
+    return _ab(steps[0], before, rounds)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -142,6 +184,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=2, help="steps per timed round of the whole step")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = physical cores)")
     p.add_argument("--relu-ab", type=int, default=0, help="rounds of in-place vs out-of-place ReLU (0: none)")
+    p.add_argument(
+        "--layout-ab",
+        type=int,
+        default=0,
+        help="rounds of the step with memory-order SGD + finite check vs through the strides (0: none)",
+    )
     args = p.parse_args(argv)
     machine = bl.detect_machine()
     torch.set_num_threads(args.threads or machine.physical_cores)
@@ -154,12 +202,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{case}, {args.precision}{' channels_last' if args.channels_last else ' NCHW'}: ", end="")
         print(f"whole engine step {1000 * whole:.1f} ms ({case.batch / whole:.1f} img/s)")
         for name, s in costs.items():
-            print(f"  {name:44} {1000 * s:9.3f} ms  {100 * s / whole:6.2f}% of the step")
+            print(f"  {name:50} {1000 * s:9.3f} ms  {100 * s / whole:6.2f}% of the step")
         if args.relu_ab:
             inp, outp, ratio = relu_ab(case, rt, args.relu_ab)
             print(
                 f"  ReLU in place {1000 * inp:.1f} ms vs out of place {1000 * outp:.1f} ms per step: "
                 f"in place is {ratio:.3f}x as fast (median of {args.relu_ab} A/B rounds)"
+            )
+        if args.layout_ab:
+            now, before, ratio = layout_ab(case, rt, args.layout_ab)
+            print(
+                f"  SGD + finite check on memory-order views {1000 * now:.1f} ms vs through the strides "
+                f"{1000 * before:.1f} ms per step: views are {ratio:.3f}x as fast "
+                f"(median of {args.layout_ab} A/B rounds)"
             )
     return 0
 

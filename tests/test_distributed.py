@@ -210,3 +210,19 @@ def test_train_on_devices_runs_a_config_in_a_subprocess_and_returns_its_result(t
     assert done == [0]
     assert result.run_dir == tmp_path / "r" and result.iterations == 2  # type: ignore[attr-defined]
     assert [m["iteration"] for m in result.history] == [2]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("world", ["1", "2"])
+def test_leave_exits_with_the_code_and_flushes_output(world: str) -> None:
+    # A rank of a multi-process job leaves with os._exit (no finalisation for gloo's threads to abort in):
+    # the code and the unflushed output must still come out; atexit handlers then do not run.
+    code = (
+        "import atexit, sys; from reslab.engine.distributed import leave; "
+        "atexit.register(lambda: print('atexit ran')); "
+        "sys.stdout.write('result line'); sys.stderr.write('err line'); leave(3)"
+    )
+    env = {**os.environ, "RANK": "0", "WORLD_SIZE": world, "LOCAL_RANK": "0"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 3
+    assert out.stdout.startswith("result line") and out.stderr == "err line"
+    assert ("atexit ran" in out.stdout) == (world == "1")

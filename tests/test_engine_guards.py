@@ -48,3 +48,18 @@ def test_all_finite_checks_float_buffers_and_skips_integers() -> None:
     assert all_finite(state) and all_finite({}) and all_finite({"n": torch.tensor(1)})
     state["running_var"][1] = float("inf")
     assert not all_finite(state)
+
+
+@pytest.mark.parametrize("bad", BAD)
+def test_a_bad_value_is_found_in_a_channels_last_tensor(bad: float) -> None:
+    # the check reads channels_last tensors in memory order: every position still counts
+    t = torch.randn(4, 3, 5, 5).to(memory_format=torch.channels_last)
+    assert bool(finite_all([t])) and not t.is_contiguous()
+    for idx in [(0, 0, 0, 0), (3, 2, 4, 4), (1, 2, 0, 3), (2, 0, 4, 1)]:
+        u = t.clone()
+        u[idx] = bad
+        assert not bool(finite_all([u])), idx
+    sliced = torch.randn(6, 8)[:, ::2].clone()  # a non-dense view is read as it is
+    sliced_view = torch.randn(6, 8)[:, ::2]
+    sliced_view[5, 3] = bad
+    assert bool(finite_all([sliced])) and not bool(finite_all([sliced_view]))

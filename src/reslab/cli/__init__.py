@@ -72,4 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def entry() -> None:
-    sys.exit(main())
+    code = main()
+    from reslab.engine.distributed import leave  # sys.exit, or os._exit for a rank of a torchrun job
+
+    leave(code)

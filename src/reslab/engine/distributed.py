@@ -20,13 +20,15 @@ The rules, in one place:
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 import torch.distributed as dist
@@ -158,6 +160,24 @@ def session(cfg: TrainConfig) -> Iterator[Runtime]:
     finally:
         with contextlib.suppress(Exception):  # after a peer's death teardown may fail: exiting matters more
             dist.destroy_process_group()
+
+
+def leave(code: int) -> NoReturn:
+    """End this process with ``code``; a rank of a multi-process job skips the interpreter's finalisation.
+
+    By then the run is over: the group was left (barrier + ``destroy_process_group``), files are closed. What
+    is left for finalisation is gloo's own threads and the tensors they hold, whose teardown can still abort
+    the process ("terminate called without an active exception", exit code -6) and turn a finished job into
+    a failed one under torchrun. Output is flushed first.
+    """
+    env = dist_env()
+    if env is None or env.world_size == 1:
+        sys.exit(code)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    logging.shutdown()
+    os._exit(code)
 
 
 def agree_run_dir(

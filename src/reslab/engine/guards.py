@@ -10,6 +10,8 @@ from typing import Any
 
 import torch
 
+from reslab.engine.sgd import memory_order
+
 
 class FiniteWatch:
     """Finds the first step whose loss (or grad norm) is NaN/inf.
@@ -69,7 +71,9 @@ def finite_all(tensors: list[torch.Tensor]) -> torch.Tensor:
     if not tensors:
         return torch.ones((), dtype=torch.bool)
     if tensors[0].device.type == "cpu":
-        extremes = torch.stack([torch.stack(torch.aminmax(t)).double() for t in tensors])  # (n, 2)
+        flat = [memory_order(t) for t in tensors]  # channels_last: aminmax is 4x faster in memory order
+        flat = [t if f is None else f for t, f in zip(tensors, flat, strict=True)]
+        extremes = torch.stack([torch.stack(torch.aminmax(t)).double() for t in flat])  # (n, 2)
         return torch.isfinite(extremes).all()
     return torch.isfinite(torch.nn.utils.get_total_norm(tensors, norm_type=float("inf")))
 

@@ -33,7 +33,6 @@ from reslab.engine.resume import resume_settings
 from reslab.engine.runs import RunResult, run_metadata
 from reslab.engine.runtime import (
     Runtime,
-    make_sgd,
     resolve_runtime,
     rng_state,
     seed_everything,
@@ -41,6 +40,7 @@ from reslab.engine.runtime import (
 )
 from reslab.engine.schedule import LrPlan, lr_at, make_plan
 from reslab.engine.setup import build_model_for, load_data, open_run_dir
+from reslab.engine.sgd import make_sgd
 from reslab.engine.step import Interval, NonFiniteStep, StepState, train_step
 from reslab.errors import CheckpointError, ConfigError, DivergedError
 

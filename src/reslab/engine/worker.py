@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from reslab.engine.config import TrainConfig
-from reslab.engine.distributed import SHARED_ERRORS, dist_env
+from reslab.engine.distributed import SHARED_ERRORS, dist_env, leave
 from reslab.engine.loop import RunResult, train
 from reslab.errors import ConfigError, ReslabError, report
 
@@ -60,4 +60,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    leave(main())
