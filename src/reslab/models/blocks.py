@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules import module as _module_hooks
 
 from reslab.errors import ConfigError
 
@@ -246,11 +247,32 @@ class ResidualUnit(nn.Module):
             return x
         return self.downsample(x if pre is None else _shortcut_input(self.downsample, x, pre))
 
-    def add(self, x: torch.Tensor, identity: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:
-        """The skip connection: ``h(x) + F(x)`` (what follows it, a ReLU or nothing, is the unit's)."""
+    def add(
+        self, x: torch.Tensor, identity: torch.Tensor, branch: torch.Tensor, *, in_place: bool = False
+    ) -> torch.Tensor:
+        """The skip connection: ``h(x) + F(x)`` (what follows it, a ReLU or nothing, is the unit's).
+
+        ``in_place``: the caller's branch ends in a BN or a conv, whose backward does not read its output, so
+        the sum may go into F(x)'s own tensor (torchvision's ``out += identity``: one activation less to
+        allocate and write). Done only when nothing could hold F(x): no hook on ``branch_out`` (the analyses'
+        hook point) and no global module hook; same shape and dtype (no broadcast, no type promotion).
+        """
         if self.modulation is not None:  # He et al. 2016, Fig. 2(b)-(f): h(x) and F(x) rescaled
             identity, branch = self.modulation(x, identity, branch)
+        elif in_place and _unobserved(self.branch_out) and _same_kind(branch, identity):
+            return branch.add_(identity)
         return branch + identity
+
+
+def _unobserved(module: nn.Module) -> bool:
+    """No forward hook (of this module, or global) sees ``module``'s input or output."""
+    hooks = (module._forward_hooks, module._forward_pre_hooks)
+    shared = (_module_hooks._global_forward_hooks, _module_hooks._global_forward_pre_hooks)
+    return not any(hooks) and not any(shared)
+
+
+def _same_kind(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.shape == b.shape and a.dtype == b.dtype
 
 
 class BasicBlock(ResidualUnit):
@@ -286,7 +308,7 @@ class BasicBlock(ResidualUnit):
         out = self.branch_out(out)
         if not self.residual:
             return F.relu(out)  # not in place: a hook's saved F(x) must not be overwritten
-        return self.relu(self.add(x, identity, out))  # a[l+2] = g(F(x) + x)
+        return self.relu(self.add(x, identity, out, in_place=True))  # a[l+2] = g(F(x) + x)
 
     def zero_init_last(self) -> None:
         nn.init.zeros_(self.bn2.weight)
@@ -334,7 +356,7 @@ class Bottleneck(ResidualUnit):
         out = self.branch_out(out)
         if not self.residual:
             return F.relu(out)  # not in place: a hook's saved F(x) must not be overwritten
-        return self.relu(self.add(x, identity, out))
+        return self.relu(self.add(x, identity, out, in_place=True))
 
     def zero_init_last(self) -> None:
         nn.init.zeros_(self.bn3.weight)
@@ -378,7 +400,7 @@ class PreActBasicBlock(ResidualUnit):
         out = self.conv1(pre)
         out = self.conv2(self.dropout(self.relu(self.bn2(out))))  # F(x): (B, C_out, H', W')
         out = self.branch_out(out)
-        return self.add(x, identity, out) if self.residual else out  # x + F(x), nothing after
+        return self.add(x, identity, out, in_place=True) if self.residual else out  # x + F(x), nothing after
 
     def zero_init_last(self) -> None:
         nn.init.zeros_(self.conv2.weight)  # no BN ends a pre-activation branch (as timm's zero_init_last)
@@ -419,7 +441,7 @@ class PreActBottleneck(ResidualUnit):
         out = self.conv2(self.relu(self.bn2(out)))
         out = self.conv3(self.relu(self.bn3(out)))  # F(x): (B, 4*planes, H', W')
         out = self.branch_out(out)
-        return self.add(x, identity, out) if self.residual else out
+        return self.add(x, identity, out, in_place=True) if self.residual else out
 
     def zero_init_last(self) -> None:
         nn.init.zeros_(self.conv3.weight)
