@@ -13,6 +13,8 @@ walk and ``branch_out`` calls. A part's share is its median time over the step's
 
 ``--relu-ab N``: the whole step with the blocks' ReLUs in place (the default) against the same model with
 every ReLU out of place, alternating for N rounds in this process; the median of per-round ratios.
+``--sum-ab N``: the same for the residual sum written into F(x)'s tensor (the default) against the sum out of
+place (forced by a no-op hook on every ``branch_out``, as an analysis would register).
 ``--layout-ab N``: the same for the fused SGD and the finite check on memory-order views (the engine's)
 against torch's fused SGD and the check walking the tensors' strides (what channels_last used to cost).
 """
@@ -151,6 +153,21 @@ def relu_ab(case: tp.Case, rt: Runtime, rounds: int) -> tuple[float, float, floa
     return _ab(steps[0], steps[1], rounds)
 
 
+def sum_ab(case: tp.Case, rt: Runtime, rounds: int) -> tuple[float, float, float]:
+    """The whole step with the residual sum written into F(x)'s tensor (the default) against the same model
+    with a no-op hook on every ``branch_out``, which makes the blocks form the sum out of place.
+    (median s in place, median s out of place, median per-round ratio out / in)."""
+    data = tp._data(case, rt.device)
+    steps = []
+    for observed in (False, True):
+        m = tp._model(case, rt.device, rt.channels_last)
+        for block in m.blocks() if observed else ():  # type: ignore[operator]
+            block.branch_out.register_forward_hook(lambda _m, _i, _out: None)
+        loader = tp._device_loader(case, data, rt, train=True, augment="none")
+        steps.append(bl.engine_step(m, bl.make_sgd(m.parameters(), **bl.SGD_KW), rt, bl.cycle(loader)))
+    return _ab(steps[0], steps[1], rounds)
+
+
 def layout_ab(case: tp.Case, rt: Runtime, rounds: int) -> tuple[float, float, float]:
     """The whole step as the engine runs it (fused SGD and finite check on memory-order views) against the
     same step with torch's fused SGD and the aminmax check walking the tensors' strides (the code before).
@@ -185,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = physical cores)")
     p.add_argument("--relu-ab", type=int, default=0, help="rounds of in-place vs out-of-place ReLU (0: none)")
     p.add_argument(
+        "--sum-ab", type=int, default=0, help="rounds of the residual sum in place vs out of place (0: none)"
+    )
+    p.add_argument(
         "--layout-ab",
         type=int,
         default=0,
@@ -208,6 +228,12 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"  ReLU in place {1000 * inp:.1f} ms vs out of place {1000 * outp:.1f} ms per step: "
                 f"in place is {ratio:.3f}x as fast (median of {args.relu_ab} A/B rounds)"
+            )
+        if args.sum_ab:
+            inp, outp, ratio = sum_ab(case, rt, args.sum_ab)
+            print(
+                f"  residual sum in place {1000 * inp:.1f} ms vs out of place {1000 * outp:.1f} ms per step: "
+                f"in place is {ratio:.3f}x as fast (median of {args.sum_ab} A/B rounds)"
             )
         if args.layout_ab:
             now, before, ratio = layout_ab(case, rt, args.layout_ab)

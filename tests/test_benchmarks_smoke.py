@@ -137,7 +137,8 @@ def test_gpu_script_runs_its_cpu_path(bench: ModuleType, tmp_path: Path) -> None
 
 def test_step_costs_script_times_every_part(bench: ModuleType, capsys: pytest.CaptureFixture[str]) -> None:
     step_costs = importlib.import_module("step_costs")
-    args = ["--case", "resnet8:16:4", "--steps", "1", "--relu-ab", "2", "--layout-ab", "2", "--channels-last"]
+    args = ["--case", "resnet8:16:4", "--steps", "1", "--relu-ab", "2", "--layout-ab", "2", "--sum-ab", "2"]
+    args.append("--channels-last")
     assert step_costs.main(args) == 0
     out = capsys.readouterr().out
     for part in (
@@ -149,6 +150,7 @@ def test_step_costs_script_times_every_part(bench: ModuleType, capsys: pytest.Ca
         "in place",
         "through the strides",
         "memory-order views",
+        "residual sum in place",
     ):
         assert part in out
 
