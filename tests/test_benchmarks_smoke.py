@@ -193,3 +193,13 @@ def test_engine_step_trains_and_ratios_pair_rounds(bench: ModuleType) -> None:
 def test_benchmarks_are_not_collected() -> None:
     pyproject = (BENCH.parent / "pyproject.toml").read_text()
     assert 'testpaths = ["tests"]' in pyproject  # benchmarks/ stays outside the test run
+
+
+def test_model_ab_script_runs_and_profiles(bench: ModuleType, capsys: pytest.CaptureFixture[str]) -> None:
+    model_ab = importlib.import_module("model_ab")
+    assert (
+        model_ab.main(["--model", "resnet18", "--size", "32", "--batch", "2", "--rounds", "2", "--profile"])
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "reslab, sum out of place" in out and "self CPU ms over 2 steps" in out and "aten::" in out

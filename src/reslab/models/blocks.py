@@ -17,6 +17,8 @@ plain twin has fewer parameters, by the projections it does not need.
 
 ``branch_out`` is a parameter-free ``nn.Identity``: register a forward hook on it to read the residual
 branch's output F(x) (before the addition and before any final ReLU) without changing any state_dict key.
+The addition (``ResidualUnit.add``) writes the sum into F(x)'s tensor, as torchvision does, only while no
+hook is registered there (or globally): a tensor a hook was given is never overwritten.
 
 The ablations of He et al. 2016 ("Identity Mappings", sec. 3-4) are block options too: a ``variant``
 (:class:`~reslab.models.identity_mappings.ShortcutVariant`) replaces the identity ``h(x) = x`` of
