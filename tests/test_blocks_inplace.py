@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from reslab.models import build_model
-from reslab.models.blocks import BasicBlock, Bottleneck
+from reslab.models.blocks import BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck
 
 
 def _out_of_place(model: nn.Module) -> nn.Module:
@@ -113,3 +113,52 @@ def test_the_sum_is_out_of_place_across_dtypes_and_shapes() -> None:
     assert torch.all(same == 1) and torch.all(out == 2)
     out = block.add(same, same.clone(), same, in_place=True)  # no hook, same kind: written into F(x)
     assert out is same and torch.all(same == 2)
+
+
+@pytest.mark.parametrize(
+    "cls,layer",
+    [(BasicBlock, "bn2"), (Bottleneck, "bn3"), (PreActBasicBlock, "conv2"), (PreActBottleneck, "conv3")],
+)
+def test_a_hook_on_the_layer_that_makes_f_x_keeps_its_tensor(cls: type[nn.Module], layer: str) -> None:
+    torch.manual_seed(0)
+    block = cls(16, 16 // cls.expansion)  # type: ignore[call-arg]
+    held: list[tuple[torch.Tensor, torch.Tensor]] = []
+    getattr(block, layer).register_forward_hook(lambda _m, _i, out: held.append((out, out.detach().clone())))
+    block(torch.randn(2, 16, 8, 8))
+    assert torch.equal(*held[0])
+
+
+@pytest.mark.parametrize("where", ["branch_out", "bn2", "block", "global"])
+@pytest.mark.parametrize("pre", [False, True])
+def test_full_backward_hooks_still_work(where: str, pre: bool) -> None:
+    # A full backward hook wraps a module's outputs in views that must not be modified in place. A global one
+    # wraps every module's: the post-activation blocks' in-place ReLUs refuse that, as in torchvision, so the
+    # global case uses a pre-activation block, whose sum is its last op.
+    torch.manual_seed(0)
+    block = PreActBasicBlock(16, 16) if where == "global" else BasicBlock(16, 16)
+    x = torch.randn(2, 16, 8, 8, requires_grad=True)
+    calls: list[int] = []
+    if where == "global":
+        register = (
+            nn.modules.module.register_module_full_backward_pre_hook
+            if pre
+            else (nn.modules.module.register_module_full_backward_hook)
+        )
+        handle = register(lambda *_a: calls.append(1))  # type: ignore[arg-type]
+    else:
+        m = block if where == "block" else getattr(block, where)
+        register = m.register_full_backward_pre_hook if pre else m.register_full_backward_hook
+        handle = register(lambda *_a: calls.append(1))  # type: ignore[arg-type]
+    try:
+        block(x).sum().backward()
+    finally:
+        handle.remove()
+    assert calls and x.grad is not None
+
+
+def test_fx_symbolic_trace_sees_the_sum_out_of_place() -> None:
+    torch.manual_seed(0)
+    model = build_model("resnet20").eval()
+    traced = torch.fx.symbolic_trace(model)
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(traced(x), model(x))

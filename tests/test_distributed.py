@@ -212,7 +212,7 @@ def test_train_on_devices_runs_a_config_in_a_subprocess_and_returns_its_result(t
     assert [m["iteration"] for m in result.history] == [2]  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize("world", ["1", "2"])
+@pytest.mark.parametrize("world", ["1", "2", "two"])
 def test_leave_exits_with_the_code_and_flushes_output(world: str) -> None:
     # A rank of a multi-process job leaves with os._exit (no finalisation for gloo's threads to abort in):
     # the code and the unflushed output must still come out; atexit handlers then do not run.
@@ -225,4 +225,11 @@ def test_leave_exits_with_the_code_and_flushes_output(world: str) -> None:
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 3
     assert out.stdout.startswith("result line") and out.stderr == "err line"
-    assert ("atexit ran" in out.stdout) == (world == "1")
+    assert ("atexit ran" in out.stdout) == (world != "2")  # malformed WORLD_SIZE: no job, a plain exit
+
+
+def test_a_command_that_joins_no_job_ignores_a_malformed_torchrun_environment() -> None:
+    env = {**os.environ, "RANK": "3", "WORLD_SIZE": "2"}
+    cmd = [sys.executable, "-m", "reslab", "models"]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "resnet20" in out.stdout and out.stderr == ""

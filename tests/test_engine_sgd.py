@@ -37,13 +37,13 @@ def _model(channels_last: bool) -> nn.Module:
     return m.to(memory_format=torch.channels_last) if channels_last else m
 
 
-def _count_fallbacks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Records each time DenseSGD hands a step to torch's own SGD.step."""
-    calls: list[int] = []
+def _count_fallbacks(monkeypatch: pytest.MonkeyPatch) -> list[torch.optim.SGD]:
+    """Records the optimizer each time torch's own SGD.step runs (for DenseSGD: a fallback)."""
+    calls: list[torch.optim.SGD] = []
     own = torch.optim.SGD.step
 
     def counted(self: torch.optim.SGD, closure: object = None) -> object:
-        calls.append(1)
+        calls.append(self)
         return own(self, closure)  # type: ignore[arg-type]
 
     monkeypatch.setattr(torch.optim.SGD, "step", counted)
@@ -71,7 +71,7 @@ def test_dense_sgd_is_torch_sgd_on_channels_last_weights(
     _train(ref, opt_ref, 5)
     fallbacks = _count_fallbacks(monkeypatch)
     _train(ours, opt, 5)
-    assert fallbacks == []  # every step took the memory-order path
+    assert fallbacks == []  # every step took DenseSGD's own path
     for a, b in zip(ref.parameters(), ours.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
         assert a.stride() == b.stride()  # the update left the layout alone
@@ -114,25 +114,71 @@ def test_checkpoints_move_between_dense_sgd_and_torch_sgd() -> None:
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
 
 
-def test_groups_missing_gradients_and_odd_layouts_take_the_right_path(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    m = _model(True)
-    head = list(m[-1].parameters())
-    body = [p for p in m.parameters() if all(p is not h for h in head)]
-    opt = make_sgd([{"params": body}, {"params": head, "lr": 0.01}], **KW)
+def _close(a: nn.Module, b: nn.Module) -> None:
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(lr=0.1, momentum=0.9, dampening=0.3, weight_decay=1e-3),  # dampening: the first step differs
+        dict(lr=0.05, momentum=0.9, nesterov=True, maximize=True),
+    ],
+)
+def test_other_settings_follow_torch(kw: dict) -> None:
+    ref, ours = _model(True), _model(True)
+    _train(ref, torch.optim.SGD(ref.parameters(), foreach=False, **kw), 4)
+    _train(ours, DenseSGD(ours.parameters(), fused=True, **kw), 4)
+    _close(ref, ours)
+
+
+def test_gradients_and_buffers_laid_out_unlike_the_parameters_are_still_paired_right() -> None:
+    # A run trained NCHW and resumed with channels_last: its momentum buffers are contiguous while the weights
+    # are channels_last. torch's fused CPU kernel pairs elements by memory position, so they must be re-laid.
+    ref, ours = _model(True), _model(True)
+    opt_ref = torch.optim.SGD(ref.parameters(), foreach=False, **KW)
+    opt = make_sgd(ours.parameters(), **KW)
+    _train(ref, opt_ref, 2)
+    _train(ours, opt, 2)
+    for o in (opt_ref, opt):
+        for state in o.state.values():
+            state["momentum_buffer"] = state["momentum_buffer"].contiguous()
+    x = torch.randn(4, 3, 8, 8)
+    for m, o in ((ref, opt_ref), (ours, opt)):
+        o.zero_grad(set_to_none=True)
+        m(x).square().mean().backward()
+        for p in m.parameters():
+            p.grad = p.grad.contiguous()  # a gradient strided unlike its parameter too
+        o.step()
+    _close(ref, ours)
+    w = ours[0].weight
+    assert not w.is_contiguous() and opt.state[w]["momentum_buffer"].stride() == w.stride()  # re-laid once
+
+
+def test_missing_gradients_late_buffers_and_other_layouts(monkeypatch: pytest.MonkeyPatch) -> None:
+    def build() -> nn.Module:
+        m = _model(True)
+        m[-1].weight = nn.Parameter(m[-1].weight.detach().t().contiguous().t())  # transposed: another layout
+        return m
+
+    ref, ours = build(), build()
+    head = [ours[-1].bias]
+    body = [p for p in ours.parameters() if all(p is not h for h in head)]
+    opt_ref = torch.optim.SGD(
+        [{"params": [p for p in ref.parameters() if p is not ref[-1].bias]}, {"params": [ref[-1].bias]}],
+        foreach=False,
+        **KW,
+    )
+    opt = make_sgd([{"params": body}, {"params": head, "lr_scale": 0.5}], **KW)
     fallbacks = _count_fallbacks(monkeypatch)
-    _train(m, opt, 1)
-    assert fallbacks == []
-    frozen = m[0].bias.detach().clone()
-    x = torch.randn(2, 3, 8, 8)
-    opt.zero_grad(set_to_none=True)
-    m(x).sum().backward()
-    m[0].bias.grad = None  # a parameter without a gradient is left alone
-    w = m[0].weight
-    w.grad = w.grad.contiguous()  # strided unlike its parameter: torch's own step, still correct
-    before = w.detach().clone()
-    opt.step()
-    assert fallbacks == [1]
-    assert torch.equal(m[0].bias, frozen) and not torch.equal(w, before)
-    assert opt.state[w]["momentum_buffer"].stride() == w.stride()
+    x = torch.randn(4, 3, 8, 8)
+    for step in range(4):
+        for m, o in ((ref, opt_ref), (ours, opt)):
+            o.zero_grad(set_to_none=True)
+            m(x).square().mean().backward()
+            if step < 2:  # the first conv's bias gets no gradient at first: its buffer starts late
+                m[0].bias.grad = None
+            o.step()
+        _close(ref, ours)
+    assert not any(o is opt for o in fallbacks)  # none of it needed torch's own step

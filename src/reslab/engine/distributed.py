@@ -168,9 +168,13 @@ def leave(code: int) -> NoReturn:
     By then the run is over: the group was left (barrier + ``destroy_process_group``), files are closed. What
     is left for finalisation is gloo's own threads and the tensors they hold, whose teardown can still abort
     the process ("terminate called without an active exception", exit code -6) and turn a finished job into
-    a failed one under torchrun. Output is flushed first.
+    a failed one under torchrun. Output is flushed first. Malformed RANK/WORLD_SIZE here mean no job was
+    joined (a command that trains would have refused them already): a plain exit.
     """
-    env = dist_env()
+    try:
+        env = dist_env()
+    except ConfigError:
+        env = None
     if env is None or env.world_size == 1:
         sys.exit(code)
     for stream in (sys.stdout, sys.stderr):

@@ -50,67 +50,101 @@ def _as_laid_out(t: torch.Tensor, layout: str) -> torch.Tensor | None:
     return t.as_strided((t.numel(),), (1,), t.storage_offset())
 
 
+_FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
+
+
 class DenseSGD(torch.optim.SGD):
     """``torch.optim.SGD(fused=True)`` whose step hands the fused kernel channels_last tensors as 1-D views.
 
     Same update rule, same state (momentum buffers keyed by parameter, shaped and strided like it), so
     checkpoints are interchangeable with plain ``torch.optim.SGD``. Contiguous tensors are passed as they
-    are. Anything the views cannot map exactly (a closure, a grad scaler's ``found_inf``, a gradient or
-    buffer laid out unlike its parameter, a sparse gradient, another layout) takes torch's own step.
+    are. A gradient or momentum buffer laid out unlike its parameter (a run resumed with channels_last
+    switched) is copied into the parameter's layout first: torch's fused CPU kernel pairs elements by memory
+    position and would mix them up. A parameter in another layout, with a sparse gradient, or whose buffer
+    does not exist yet while others in its group do, takes torch's per-tensor update; with a grad scaler's
+    ``found_inf`` (fp16) the whole step is torch's own.
     """
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
-        scaled = any(getattr(self, name, None) is not None for name in ("grad_scale", "found_inf"))
-        plans = [None] if closure is not None or scaled else [self._plan(g) for g in self.param_groups]
-        if any(plan is None for plan in plans):
+        if any(getattr(self, name, None) is not None for name in ("grad_scale", "found_inf")):
             return super().step(closure)
-        for group, plan in zip(self.param_groups, plans, strict=True):
-            params, grads, bufs, owners = plan  # type: ignore[misc]
-            first = group["momentum"] != 0 and bool(bufs) and bufs[0] is None
-            functional_sgd(
-                params,
-                grads,
-                bufs,
-                weight_decay=group["weight_decay"],
-                momentum=group["momentum"],
-                lr=group["lr"],
-                dampening=group["dampening"],
-                nesterov=group["nesterov"],
-                maximize=group["maximize"],
-                has_sparse_grad=False,
-                fused=True,
-            )
-            for p, buf in zip(owners, bufs, strict=True) if first else ():
-                # a new buffer has the view's shape: stored shaped and strided like its parameter
-                self.state[p]["momentum_buffer"] = buf.as_strided(p.shape, p.stride())
-        return None
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            fused, loose = self._plan(group)
+            for lists, is_fused in ((fused, True), (loose, False)):
+                if lists[0]:
+                    self._update(group, *lists, fused=is_fused)
+        return loss
 
-    def _plan(self, group: dict[str, Any]) -> tuple[list[Any], ...] | None:
-        """(params, grads, momentum buffers, their parameters) as the kernel gets them; None: torch's step."""
-        params: list[torch.Tensor] = []
-        grads: list[torch.Tensor] = []
-        bufs: list[torch.Tensor | None] = []
-        owners: list[torch.Tensor] = []
+    def _update(
+        self,
+        group: dict[str, Any],
+        params: list[torch.Tensor],
+        grads: list[torch.Tensor],
+        bufs: list[torch.Tensor | None],
+        owners: list[torch.Tensor],
+        *,
+        fused: bool,
+    ) -> None:
+        """torch's SGD on these lists (fused, or per tensor); new momentum buffers go into the state."""
+        new = [b is None for b in bufs] if group["momentum"] != 0 else []
+        functional_sgd(
+            params,
+            grads,
+            bufs,
+            weight_decay=group["weight_decay"],
+            momentum=group["momentum"],
+            lr=group["lr"],
+            dampening=group["dampening"],
+            nesterov=group["nesterov"],
+            maximize=group["maximize"],
+            has_sparse_grad=any(g.is_sparse for g in grads),
+            foreach=False,
+            fused=fused or None,
+        )
+        for p, buf, is_new in zip(owners, bufs, new, strict=False):
+            if is_new:  # a fused buffer has the view's shape: stored shaped and strided like its parameter
+                assert buf is not None
+                self.state[p]["momentum_buffer"] = buf.as_strided(p.shape, p.stride()) if fused else buf
+
+    def _plan(self, group: dict[str, Any]) -> tuple[tuple[list[Any], ...], tuple[list[Any], ...]]:
+        """(fused, per tensor): each (params, grads, momentum buffers, their parameters) as the update gets
+        them; the fused lists hold tensors or memory-order views laid out alike."""
+        fused: tuple[list[Any], ...] = ([], [], [], [])
+        loose: tuple[list[Any], ...] = ([], [], [], [])
         momentum = group["momentum"] != 0
         for p in group["params"]:
             g = p.grad
             if g is None:
                 continue
-            layout = None if g.is_sparse else _layout(p)
             buf = self.state[p].get("momentum_buffer") if momentum else None
-            views = [_as_laid_out(t, layout) for t in (p, g)] if layout else [None]
-            if buf is not None and layout:
-                views.append(_as_laid_out(buf, layout))
-            if any(v is None for v in views):
-                return None
-            params.append(views[0])
-            grads.append(views[1])
-            bufs.append(views[2] if buf is not None else None)
-            owners.append(p)
+            layout = None if g.is_sparse else _layout(p)
+            if layout is None:
+                _append(loose, p, g, buf, p)
+                continue
+            if _as_laid_out(g, layout) is None:  # laid out unlike p: a copy in p's layout (rare)
+                g = g.contiguous(memory_format=_FORMATS[layout])
+            if buf is not None and _as_laid_out(buf, layout) is None:  # once: the state takes p's layout
+                buf = self.state[p]["momentum_buffer"] = buf.contiguous(memory_format=_FORMATS[layout])
+            views = (_as_laid_out(p, layout), _as_laid_out(g, layout))
+            _append(fused, views[0], views[1], None if buf is None else _as_laid_out(buf, layout), p)
+        bufs = fused[2]
         if momentum and any(b is None for b in bufs) and any(b is not None for b in bufs):
-            return None  # some buffers exist, some do not: torch's own step knows how to start those
-        return params, grads, bufs, owners
+            for i in reversed([i for i, b in enumerate(bufs) if b is None]):  # start those per tensor
+                p = fused[3][i]
+                _append(loose, p, p.grad, None, p)
+                for column in fused:
+                    del column[i]
+        return fused, loose
+
+
+def _append(lists: tuple[list[Any], ...], *items: Any) -> None:
+    for column, item in zip(lists, items, strict=True):
+        column.append(item)
 
 
 def make_sgd(

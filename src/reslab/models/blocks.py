@@ -18,7 +18,8 @@ plain twin has fewer parameters, by the projections it does not need.
 ``branch_out`` is a parameter-free ``nn.Identity``: register a forward hook on it to read the residual
 branch's output F(x) (before the addition and before any final ReLU) without changing any state_dict key.
 The addition (``ResidualUnit.add``) writes the sum into F(x)'s tensor, as torchvision does, only while no
-hook is registered there (or globally): a tensor a hook was given is never overwritten.
+hook is registered on the unit, any module in it, or globally: a tensor a hook was given is never
+overwritten by the sum.
 
 The ablations of He et al. 2016 ("Identity Mappings", sec. 3-4) are block options too: a ``variant``
 (:class:`~reslab.models.identity_mappings.ShortcutVariant`) replaces the identity ``h(x) = x`` of
@@ -256,25 +257,40 @@ class ResidualUnit(nn.Module):
 
         ``in_place``: the caller's branch ends in a BN or a conv, whose backward does not read its output, so
         the sum may go into F(x)'s own tensor (torchvision's ``out += identity``: one activation less to
-        allocate and write). Done only when nothing could hold F(x): no hook on ``branch_out`` (the analyses'
-        hook point) and no global module hook; same shape and dtype (no broadcast, no type promotion).
+        allocate and write). Done only when nothing could hold F(x) or wrap it: no hook of any kind on this
+        unit or any module in it (``branch_out``, the analyses' hook point, the last BN or conv, ...) and no
+        global module hook; a real tensor (not an FX proxy) of the same shape and dtype (no broadcast, no
+        type promotion).
         """
         if self.modulation is not None:  # He et al. 2016, Fig. 2(b)-(f): h(x) and F(x) rescaled
             identity, branch = self.modulation(x, identity, branch)
-        elif in_place and _unobserved(self.branch_out) and _same_kind(branch, identity):
+        elif in_place and _same_kind(branch, identity) and _unobserved(self):
             return branch.add_(identity)
         return branch + identity
 
 
-def _unobserved(module: nn.Module) -> bool:
-    """No forward hook (of this module, or global) sees ``module``'s input or output."""
-    hooks = (module._forward_hooks, module._forward_pre_hooks)
-    shared = (_module_hooks._global_forward_hooks, _module_hooks._global_forward_pre_hooks)
-    return not any(hooks) and not any(shared)
+def _unobserved(unit: nn.Module) -> bool:
+    """No hook, of ``unit`` or of any module in it, and no global module hook, could see F(x)."""
+    g = _module_hooks
+    if g._global_forward_hooks or g._global_forward_pre_hooks:
+        return False
+    if g._global_backward_hooks or g._global_backward_pre_hooks:
+        return False
+    stack: list[nn.Module | None] = [unit]
+    while stack:  # every module in the unit, without modules()'s bookkeeping (this runs every forward)
+        m = stack.pop()
+        if m is None:
+            continue
+        if m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks:
+            return False
+        stack.extend(m._modules.values())
+    return True
 
 
 def _same_kind(a: torch.Tensor, b: torch.Tensor) -> bool:
-    return a.shape == b.shape and a.dtype == b.dtype
+    """Two real tensors (an FX proxy has no shape to compare) of one shape and dtype."""
+    real = isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)
+    return real and a.shape == b.shape and a.dtype == b.dtype
 
 
 class BasicBlock(ResidualUnit):
