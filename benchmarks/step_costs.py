@@ -139,33 +139,44 @@ def _ab(a: Callable[[], None], b: Callable[[], None], rounds: int) -> tuple[floa
     return statistics.median(times[0]), statistics.median(times[1]), ratio
 
 
+def _engine_step(
+    case: tp.Case,
+    rt: Runtime,
+    data: Any,
+    *,
+    edit: Callable[[torch.nn.Module], None] = lambda _m: None,
+    optimizer: Callable[..., torch.optim.Optimizer] = bl.make_sgd,
+) -> Callable[[], None]:
+    """The engine's whole step on a fresh model of ``case``, which ``edit`` may change first."""
+    m = tp._model(case, rt.device, rt.channels_last)
+    edit(m)
+    loader = tp._device_loader(case, data, rt, train=True, augment="none")
+    return bl.engine_step(m, optimizer(m.parameters(), **bl.SGD_KW), rt, bl.cycle(loader))
+
+
+def _relus_out_of_place(model: torch.nn.Module) -> None:
+    for mod in model.modules():
+        if isinstance(mod, torch.nn.ReLU):
+            mod.inplace = False
+
+
+def _observe_branches(model: torch.nn.Module) -> None:
+    """A no-op hook on every ``branch_out`` (as an analysis registers): the blocks add out of place."""
+    for block in model.blocks():  # type: ignore[operator]
+        block.branch_out.register_forward_hook(lambda _m, _i, _out: None)
+
+
 def relu_ab(case: tp.Case, rt: Runtime, rounds: int) -> tuple[float, float, float]:
     """(median s in place, median s out of place, median per-round ratio out / in) of a whole step."""
     data = tp._data(case, rt.device)
-    steps = []
-    for inplace in (True, False):
-        m = tp._model(case, rt.device, rt.channels_last)
-        for mod in m.modules():
-            if isinstance(mod, torch.nn.ReLU):
-                mod.inplace = mod.inplace and inplace
-        loader = tp._device_loader(case, data, rt, train=True, augment="none")
-        steps.append(bl.engine_step(m, bl.make_sgd(m.parameters(), **bl.SGD_KW), rt, bl.cycle(loader)))
-    return _ab(steps[0], steps[1], rounds)
+    return _ab(_engine_step(case, rt, data), _engine_step(case, rt, data, edit=_relus_out_of_place), rounds)
 
 
 def sum_ab(case: tp.Case, rt: Runtime, rounds: int) -> tuple[float, float, float]:
     """The whole step with the residual sum written into F(x)'s tensor (the default) against the same model
-    with a no-op hook on every ``branch_out``, which makes the blocks form the sum out of place.
-    (median s in place, median s out of place, median per-round ratio out / in)."""
+    with the sum out of place. (median s in place, median s out of place, median per-round ratio out / in)."""
     data = tp._data(case, rt.device)
-    steps = []
-    for observed in (False, True):
-        m = tp._model(case, rt.device, rt.channels_last)
-        for block in m.blocks() if observed else ():  # type: ignore[operator]
-            block.branch_out.register_forward_hook(lambda _m, _i, _out: None)
-        loader = tp._device_loader(case, data, rt, train=True, augment="none")
-        steps.append(bl.engine_step(m, bl.make_sgd(m.parameters(), **bl.SGD_KW), rt, bl.cycle(loader)))
-    return _ab(steps[0], steps[1], rounds)
+    return _ab(_engine_step(case, rt, data), _engine_step(case, rt, data, edit=_observe_branches), rounds)
 
 
 def layout_ab(case: tp.Case, rt: Runtime, rounds: int) -> tuple[float, float, float]:
@@ -173,22 +184,13 @@ def layout_ab(case: tp.Case, rt: Runtime, rounds: int) -> tuple[float, float, fl
     same step with torch's fused SGD and the aminmax check walking the tensors' strides (the code before).
     (median s now, median s before, median per-round ratio before / now)."""
     data = tp._data(case, rt.device)
-    steps = []
-    for now in (True, False):
-        m = tp._model(case, rt.device, rt.channels_last)
-        opt = (
-            bl.make_sgd(m.parameters(), **bl.SGD_KW)
-            if now
-            else torch.optim.SGD(m.parameters(), fused=True, **bl.SGD_KW)
-        )
-        loader = tp._device_loader(case, data, rt, train=True, augment="none")
-        steps.append(bl.engine_step(m, opt, rt, bl.cycle(loader)))
+    strided = _engine_step(case, rt, data, optimizer=lambda ps, **kw: torch.optim.SGD(ps, fused=True, **kw))
 
     def before() -> None:
         with mock.patch.object(engine_step, "grads_finite", _strided_finite):
-            steps[1]()
+            strided()
 
-    return _ab(steps[0], before, rounds)
+    return _ab(_engine_step(case, rt, data), before, rounds)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,25 +32,21 @@ def memory_order(t: torch.Tensor) -> torch.Tensor | None:
     return permuted.view(-1) if permuted.is_contiguous() else None
 
 
-def _layout(t: torch.Tensor) -> str | None:
-    """ "contiguous", "channels_last" (dense, not contiguous), or None (a layout the views do not handle)."""
-    if t.is_contiguous():
-        return "contiguous"
-    return "channels_last" if t.is_contiguous(memory_format=torch.channels_last) else None
+def _layout(t: torch.Tensor) -> torch.memory_format | None:
+    """The dense layouts the views handle: contiguous, channels_last; None for any other."""
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        if t.is_contiguous(memory_format=fmt):
+            return fmt
+    return None
 
 
-def _as_laid_out(t: torch.Tensor, layout: str) -> torch.Tensor | None:
-    """``t`` as the fused kernel gets it: itself when contiguous, its storage in order (a 1-D view, NHWC
-    order) when channels_last; None when ``t`` is not laid out as ``layout`` (its elements would not line
-    up with the parameter's)."""
-    if layout == "contiguous":
-        return t if t.is_contiguous() else None
-    if not t.is_contiguous(memory_format=torch.channels_last):
+def _as_laid_out(t: torch.Tensor, fmt: torch.memory_format) -> torch.Tensor | None:
+    """``t`` as the fused kernel gets it: itself when contiguous, its storage in order (a 1-D view) when
+    channels_last; None when ``t`` is not laid out as ``fmt`` (its elements would not line up with the
+    parameter's)."""
+    if not t.is_contiguous(memory_format=fmt):
         return None
-    return t.as_strided((t.numel(),), (1,), t.storage_offset())
-
-
-_FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
+    return t if fmt == torch.contiguous_format else memory_order(t)
 
 
 class DenseSGD(torch.optim.SGD):
@@ -117,28 +113,21 @@ class DenseSGD(torch.optim.SGD):
         fused: tuple[list[Any], ...] = ([], [], [], [])
         loose: tuple[list[Any], ...] = ([], [], [], [])
         momentum = group["momentum"] != 0
-        for p in group["params"]:
+        live = [p for p in group["params"] if p.grad is not None]
+        bufs = [self.state[p].get("momentum_buffer") if momentum else None for p in live]
+        late = any(b is None for b in bufs) and any(b is not None for b in bufs)  # some started, some not
+        for p, buf in zip(live, bufs, strict=True):
             g = p.grad
-            if g is None:
-                continue
-            buf = self.state[p].get("momentum_buffer") if momentum else None
-            layout = None if g.is_sparse else _layout(p)
-            if layout is None:
+            fmt = None if g.is_sparse or (late and buf is None) else _layout(p)
+            if fmt is None:  # torch's per tensor update: any layout, sparse, a buffer that starts late
                 _append(loose, p, g, buf, p)
                 continue
-            if _as_laid_out(g, layout) is None:  # laid out unlike p: a copy in p's layout (rare)
-                g = g.contiguous(memory_format=_FORMATS[layout])
-            if buf is not None and _as_laid_out(buf, layout) is None:  # once: the state takes p's layout
-                buf = self.state[p]["momentum_buffer"] = buf.contiguous(memory_format=_FORMATS[layout])
-            views = (_as_laid_out(p, layout), _as_laid_out(g, layout))
-            _append(fused, views[0], views[1], None if buf is None else _as_laid_out(buf, layout), p)
-        bufs = fused[2]
-        if momentum and any(b is None for b in bufs) and any(b is not None for b in bufs):
-            for i in reversed([i for i, b in enumerate(bufs) if b is None]):  # start those per tensor
-                p = fused[3][i]
-                _append(loose, p, p.grad, None, p)
-                for column in fused:
-                    del column[i]
+            flat_g = _as_laid_out(g, fmt)
+            if flat_g is None:  # laid out unlike p: a copy in p's layout (rare)
+                flat_g = _as_laid_out(g.contiguous(memory_format=fmt), fmt)
+            if buf is not None and _as_laid_out(buf, fmt) is None:  # once: the state takes p's layout
+                buf = self.state[p]["momentum_buffer"] = buf.contiguous(memory_format=fmt)
+            _append(fused, _as_laid_out(p, fmt), flat_g, None if buf is None else _as_laid_out(buf, fmt), p)
         return fused, loose
 
 
