@@ -55,6 +55,7 @@ def main() -> None:
     p.add_argument("--procs", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--flush-denormal", action="store_true")
+    p.add_argument("--train", default="{}", help="more TrainConfig settings (JSON) for every run")
     p.add_argument("--out", required=True)
     a = p.parse_args()
 
@@ -86,7 +87,7 @@ def main() -> None:
                     precision=a.precision,
                     model_kwargs=dict(kwargs),
                     num_threads=1 if a.procs > 1 else a.threads,
-                )
+                ).with_changes(**json.loads(a.train))
                 runs.append((d, residual, s, cfg))
     todo = [cfg for _, _, _, cfg in runs if not (Path(cfg.out) / "summary.json").exists()]
     started = time.perf_counter()

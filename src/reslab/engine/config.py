@@ -24,7 +24,7 @@ Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Progress = Literal["auto", "bar", "lines", "off"]
 Normalize = Literal["channel", "pixel"]
 Augment = Literal["auto", "none", "crop", "crop_flip"]
-Warmup = Literal["linear", "constant"]
+Warmup = Literal["linear", "constant", "adaptive"]
 
 MAX_SEED = 2**63 - 1  # torch.manual_seed takes a signed 64-bit integer
 DEFAULT_EPOCHS = 8  # resnet20 on mnist5k: ~98.2% test accuracy after 8 epochs (496 steps)
@@ -97,8 +97,19 @@ class TrainConfig:
     warmup_iters: int | None = setting(
         None, help="warm-up in iterations (wins over --warmup-epochs)", metavar="N"
     )
-    warmup: Warmup = setting("linear", help="a linear ramp, or the paper's constant low lr then the jump")
-    warmup_lr: float = setting(0.0, help="linear: the start lr; constant: the warm-up lr", metavar="LR")
+    warmup: Warmup = setting(
+        "linear",
+        help="linear: a ramp; constant: the paper's low lr, then the jump; adaptive: the low lr until the "
+        "training error falls below --warmup-until-error (the warm-up length is then its longest)",
+    )
+    warmup_lr: float = setting(
+        0.0, help="linear: the start lr; constant and adaptive: the warm-up lr", metavar="LR"
+    )
+    warmup_until_error: float = setting(
+        0.8,
+        help="adaptive: the warm-up ends once the training error of the last 10 batches is below this",
+        metavar="E",
+    )
     warmup_min_depth: int = setting(0, help="warm up only models at least this deep", metavar="D")
     # --- data pipeline (frozen: the network learned this input)
     normalize: Normalize = setting(
@@ -223,6 +234,7 @@ class TrainConfig:
             raise ConfigError(f"--warmup-min-depth must be >= 0, got {self.warmup_min_depth}")
         _in_range("--lr", self.lr, 0, math.inf, low_open=True)
         _in_range("--warmup-lr", self.warmup_lr, 0, math.inf)
+        _in_range("--warmup-until-error", self.warmup_until_error, 0, 1, low_open=True)
         _in_range("--dist-timeout", self.dist_timeout_s, 0, math.inf, low_open=True)
         _in_range("--weight-decay", self.weight_decay, 0, math.inf)
         _in_range("--momentum", self.momentum, 0, 1, high_open=True)

@@ -38,7 +38,7 @@ from reslab.engine.runtime import (
     seed_everything,
     set_rng_state,
 )
-from reslab.engine.schedule import LrPlan, lr_at, make_plan
+from reslab.engine.schedule import AdaptiveWarmup, LrPlan, lr_at, make_plan
 from reslab.engine.setup import build_model_for, load_data, open_run_dir
 from reslab.engine.sgd import make_sgd
 from reslab.engine.step import Interval, NonFiniteStep, StepState, train_step
@@ -114,6 +114,7 @@ class _Run:
             cfg, total=self.total, steps_per_epoch=self.steps_per_epoch, depth=self.depth
         )
         self.notes = notes + self.plan.notes(cfg)
+        self.warmup = AdaptiveWarmup(cfg.warmup_until_error)
         self.fwd = torch.compile(self.model) if cfg.compile else self.model  # evaluation: each rank's shard
         opt = make_sgd(
             finetune.param_groups(self.model, cfg), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
@@ -163,6 +164,8 @@ class _Run:
             self.it, self.seconds_before = int(state["iteration"]), float(state["seconds"])
             if self.rt.is_main:  # rank 0's figures only (Ctrl-C checkpoint): counted once, by rank 0
                 self.interval = Interval.from_state(state["interval"], self.rt.device)
+            self.warmup = AdaptiveWarmup.from_state(state.get("warmup"), self.cfg.warmup_until_error)
+            self.plan = self.warmup.resumed(self.plan)
         except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise CheckpointError(f"checkpoint {ckpt} does not fit this run: {first}") from None
@@ -238,6 +241,8 @@ class _Run:
             for x, y in self.data.train.epoch(epoch, start=start):
                 lr = lr_at(self.it, self.plan)
                 loss, logits = train_step(self.state, x, y, lr=lr, iteration=self.it + 1)
+                if self.warmup.watching(self.plan, self.it):
+                    self._watch_warmup(logits, y)
                 self.it += 1
                 self.interval.add(loss, logits, y)
                 self._show(lr)
@@ -247,6 +252,19 @@ class _Run:
                     self._interrupt()
                 if self.it >= self.total:
                     return
+
+    def _watch_warmup(self, logits: torch.Tensor, y: torch.Tensor) -> None:
+        """The adaptive warm-up reads each batch's error (a host sync per step, during the warm-up only)."""
+        counts = torch.stack([(logits.argmax(1) != y).sum(), torch.tensor(y.shape[0], device=y.device)])
+        if self.rt.world_size > 1:  # every rank must end the warm-up at the same step
+            counts = distributed.all_reduce_sum(counts.double())
+        wrong, n = (float(c) for c in counts)
+        self.plan = self.warmup.observe(self.plan, self.it, wrong / n)
+        if self.warmup.ended_at is not None:
+            self.progress.message(
+                f"warm-up ended at iteration {self.warmup.ended_at}: training error of the last batches "
+                f"{sum(self.warmup.errors) / len(self.warmup.errors):.1%} < {self.warmup.until_error:.0%}"
+            )
 
     def _show(self, lr: float) -> None:
         """Advance the bar; refresh its live figures at most twice a second (that costs a host sync)."""
@@ -279,6 +297,8 @@ class _Run:
             "images_per_s": round(images_per_s, 1),
             "seconds": round(self._seconds(), 3),
         }
+        if self.plan.warmup == "adaptive":  # the step count at which the warm-up ended (None: not yet)
+            metrics["warmup_ended_at"] = self.warmup.ended_at
         self.interval = Interval.zeros(self.rt.device)
         self.history.append(metrics)
         if self.rt.is_main:
@@ -308,6 +328,7 @@ class _Run:
             "scaler": self.state.scaler.state_dict() if self.state.scaler is not None else {},
             "rng": rng_state(self.rt.device),
             "interval": self.interval.to_state(),
+            "warmup": self.warmup.to_state(),
         }
         save_checkpoint(self.run_dir, self.it, weights_bytes(self.model), state)
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from reslab.engine.config import TrainConfig
 
@@ -17,7 +18,7 @@ class LrPlan:
     schedule: str  # step | cosine | onecycle
     warmup_iters: int
     warmup_lr: float
-    warmup: str  # linear | constant
+    warmup: str  # linear | constant | adaptive
     milestones: tuple[float, ...]  # fractions of total (step schedule)
     gamma: float
 
@@ -57,6 +58,7 @@ def make_plan(cfg: TrainConfig, *, total: int, steps_per_epoch: int, depth: int)
     # 3) one-cycle needs a rising phase: a quarter of the run when none is set
     if cfg.schedule == "onecycle" and warm == 0:
         warm = max(1, total // 4)
+    # 4) adaptive: the warm-up length is its longest; AdaptiveWarmup shortens it once the error has fallen
     return LrPlan(
         total=total,
         base_lr=cfg.lr,
@@ -73,7 +75,7 @@ def lr_at(it: int, plan: LrPlan) -> float:
     """Learning rate for optimizer step ``it`` (0-based)."""
     # 1) warm-up: linear from warmup_lr to base_lr, or the paper's constant low lr
     if it < plan.warmup_iters:
-        if plan.warmup == "constant":
+        if plan.warmup in ("constant", "adaptive"):
             return plan.warmup_lr
         return plan.warmup_lr + (plan.base_lr - plan.warmup_lr) * (it + 1) / plan.warmup_iters
     # 2) step: milestones are fractions of the whole run, as the paper's 32k/48k of 64k
@@ -87,3 +89,51 @@ def lr_at(it: int, plan: LrPlan) -> float:
     if plan.schedule == "cosine":
         return plan.base_lr * 0.5 * (1.0 + math.cos(math.pi * progress))
     return plan.base_lr * (1.0 - progress)  # onecycle: linear down after the linear rise
+
+
+WARMUP_WINDOW = 10  # batches whose training error the adaptive warm-up watches
+
+
+@dataclass
+class AdaptiveWarmup:
+    """The paper's warm-up rule (He et al. 2015, Sec. 4.2, for 110 and 1,202 layers): "we use 0.01 to warm up
+    the training until the training error is below 80% (about 400 iterations), and then go back to 0.1".
+
+    The training error is that of the last ``WARMUP_WINDOW`` batches (before their update). When it falls
+    below ``until_error`` after step ``E``, the plan's warm-up becomes ``E`` steps long and the schedule
+    runs from there; a net that never gets there leaves the warm-up at its longest, the plan's length.
+    """
+
+    until_error: float
+    errors: list[float] = field(default_factory=list)  # the last WARMUP_WINDOW batch errors
+    ended_at: int | None = None  # the step count at which the warm-up ended
+
+    def watching(self, plan: LrPlan, it: int) -> bool:
+        """Whether step ``it`` (0-based) is still in a warm-up that may end early."""
+        return plan.warmup == "adaptive" and self.ended_at is None and it < plan.warmup_iters
+
+    def observe(self, plan: LrPlan, it: int, error: float) -> LrPlan:
+        """Record the error of step ``it``'s batch; the plan, with its warm-up ended when the window allows."""
+        self.errors = [*self.errors, error][-WARMUP_WINDOW:]
+        running = sum(self.errors) / len(self.errors)
+        if len(self.errors) == WARMUP_WINDOW and running < self.until_error:
+            self.ended_at = it + 1
+            return dataclasses.replace(plan, warmup_iters=it + 1)
+        return plan
+
+    def resumed(self, plan: LrPlan) -> LrPlan:
+        """The plan of a run whose warm-up had already ended (after a restore of this state)."""
+        if self.ended_at is None or plan.warmup != "adaptive":
+            return plan
+        return dataclasses.replace(plan, warmup_iters=min(self.ended_at, plan.total))
+
+    def to_state(self) -> dict[str, object]:
+        return {"errors": list(self.errors), "ended_at": self.ended_at}
+
+    @classmethod
+    def from_state(cls, state: dict[str, object] | None, until_error: float) -> AdaptiveWarmup:
+        if not state:
+            return cls(until_error)
+        ended = state.get("ended_at")
+        errors = [float(e) for e in state.get("errors", [])]  # type: ignore[attr-defined]
+        return cls(until_error, errors, None if ended is None else int(ended))  # type: ignore[call-overload]
