@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from reslab.data.loader import DeviceLoader, Normalization
-from reslab.engine.runtime import Runtime, autocast
+from reslab.engine.devices.runtime import Runtime, autocast
 
 # Random labels at a real lr can diverge within a few steps; a NaN run may time differently (and the engine
 # would stop), so benchmark steps use a small lr. Speed does not depend on its value.
@@ -282,13 +282,13 @@ def spread_pct(t: Timing) -> float:
 # --- 3) the engine's step and the baselines ---------------------------------------------------------------
 
 
-def make_sgd(
-    params: Any, *, lr: float, momentum: float, nesterov: bool, weight_decay: float
-) -> torch.optim.SGD:
-    """The engine's optimiser (fused SGD where the device has it)."""
-    from reslab.engine.sgd import make_sgd as engine_sgd
+def make_sgd(model: nn.Module) -> torch.optim.SGD:
+    """The engine's optimiser (fused SGD where the device has it) with ``SGD_KW``."""
+    from reslab.engine import TrainConfig
+    from reslab.engine.optim import make_sgd as engine_sgd
+    from reslab.engine.specs import optim_spec
 
-    return engine_sgd(params, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
+    return engine_sgd(model, optim_spec(TrainConfig(**SGD_KW)))
 
 
 def plain_sgd(model: nn.Module) -> torch.optim.SGD:
@@ -343,7 +343,7 @@ def engine_step(
 def engine_infer(
     model: nn.Module, rt: Runtime, batches: Iterator[tuple[torch.Tensor, torch.Tensor]]
 ) -> Callable[[], None]:
-    """Inference as ``reslab.engine.evaluation`` does it: eval mode, no grad, autocast, sums on the device."""
+    """Inference as ``reslab.engine.inference`` does it: eval mode, no grad, autocast, sums on the device."""
     model.eval()
     total = torch.zeros((), dtype=torch.int64, device=rt.device)
 

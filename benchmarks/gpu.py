@@ -29,7 +29,7 @@ import torch
 import benchlib as bl
 import roofline
 from reslab.data.loader import DeviceLoader, Normalization
-from reslab.engine.runtime import Runtime
+from reslab.engine.devices.runtime import Runtime
 from reslab.models import build_model, summarize
 
 DATASHEET_BF16_TFLOPS = 989.0  # H100/H200 SXM dense bf16 (no sparsity): printed beside the measured roofline
@@ -96,7 +96,7 @@ def resnet50_section(
             t0 = time.perf_counter()
             m = _clone(src).to(device, memory_format=torch.channels_last)
             # torchvision gets torch's default SGD (foreach on CUDA): what a torchvision user gets.
-            opt = bl.make_sgd(m.parameters(), **bl.SGD_KW) if name == "reslab" else bl.plain_sgd(m)
+            opt = bl.make_sgd(m) if name == "reslab" else bl.plain_sgd(m)
             step = bl.engine_step(_compiled(m, compiled), opt, rt, bl.cycle(_loader(*data, batch, device)))
             settings = {"precision": "bf16", "channels_last": True, "compile": compiled}
             group = "reslab" if name == "reslab" else "torchvision"
@@ -164,7 +164,7 @@ def resnet56_section(
         t0 = time.perf_counter()
         torch.manual_seed(0)
         m = build_model("resnet56").to(device, memory_format=torch.channels_last)
-        opt = bl.make_sgd(m.parameters(), **bl.SGD_KW)
+        opt = bl.make_sgd(m)
         step = bl.engine_step(_compiled(m, args.compile), opt, rt, bl.cycle(_loader(*data, batch, device)))
         settings = {"precision": "bf16", "channels_last": True, "compile": args.compile, "batch": batch}
         runners.append(

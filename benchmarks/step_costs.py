@@ -13,10 +13,6 @@ walk and ``branch_out`` calls. A part's share is its median time over the step's
 
 ``--relu-ab N``: the whole step with the blocks' ReLUs in place (the default) against the same model with
 every ReLU out of place, alternating for N rounds in this process; the median of per-round ratios.
-``--sum-ab N``: the same for the residual sum written into F(x)'s tensor (the default) against the sum out of
-place (forced by a no-op hook on every ``branch_out``, as an analysis would register).
-``--layout-ab N``: the same for the fused SGD and the finite check on memory-order views (the engine's)
-against torch's fused SGD and the check walking the tensors' strides (what channels_last used to cost).
 """
 
 from __future__ import annotations
@@ -27,17 +23,16 @@ import sys
 import time
 from collections.abc import Callable
 from typing import Any
-from unittest import mock
 
 import torch
 import torch.nn.functional as F
 
 import benchlib as bl
-import reslab.engine.step as engine_step
 import throughput as tp
+from reslab.engine.devices.runtime import Runtime
 from reslab.engine.guards import FiniteWatch, grads_finite
-from reslab.engine.runtime import Runtime
-from reslab.engine.step import Interval, set_lr
+from reslab.engine.optim import set_lr
+from reslab.engine.step import Interval
 
 DEFAULT_CASES = ("resnet50:224:8", "resnet20:32:128", "resnet56:32:128")
 
@@ -59,12 +54,6 @@ def _old_finite(params: list[torch.nn.Parameter]) -> torch.Tensor:
     return torch.isfinite(torch.nn.utils.get_total_norm(grads, norm_type=float("inf")))
 
 
-def _strided_finite(params: list[torch.nn.Parameter]) -> torch.Tensor:
-    """The aminmax check as it was before it read channels_last gradients in memory order."""
-    grads = [p.grad for p in params if p.grad is not None and p.grad.numel()]
-    return torch.isfinite(torch.stack([torch.stack(torch.aminmax(g)).double() for g in grads])).all()
-
-
 def _stage_walk_s(model: torch.nn.Module, calls: int) -> float:
     """Python cost of walking the stages and calling each block's ``branch_out`` (an ``nn.Identity``)."""
     x = torch.zeros(1)
@@ -84,7 +73,7 @@ def parts(case: tp.Case, rt: Runtime, steps: int) -> tuple[float, dict[str, floa
     dev = rt.device
     data = tp._data(case, dev)
     model = tp._model(case, dev, rt.channels_last)
-    opt = bl.make_sgd(model.parameters(), **bl.SGD_KW)
+    opt = bl.make_sgd(model)
     augment = "crop_flip" if case.size <= 64 else "none"
     loader = tp._device_loader(case, data, rt, train=True, augment=augment)
     step = bl.engine_step(model, opt, rt, bl.cycle(loader))
@@ -103,7 +92,6 @@ def parts(case: tp.Case, rt: Runtime, steps: int) -> tuple[float, dict[str, floa
         return lambda: F.cross_entropy(logits, y, label_smoothing=ls).backward()
 
     plain = bl.plain_sgd(model)
-    strided = torch.optim.SGD(model.parameters(), fused=True, **bl.SGD_KW)  # what DenseSGD hands views to
     out = {
         "lr assignment (set_lr)": _median_s(lambda: set_lr(opt, 1e-3), calls=2000),
         "cross-entropy fwd+bwd, label smoothing 0.1": _median_s(ce(0.1), calls=200),
@@ -112,12 +100,10 @@ def parts(case: tp.Case, rt: Runtime, steps: int) -> tuple[float, dict[str, floa
             lambda: interval.add(logits.detach()[0, 0], logits.detach(), y), calls=200
         ),
         "finite check of the gradients (aminmax)": _median_s(lambda: grads_finite(params), calls=10),
-        "finite check, aminmax through the strides": _median_s(lambda: _strided_finite(params), calls=10),
         "finite check, the inf-norm it replaced": _median_s(lambda: _old_finite(params), calls=5),
         "host read of the flag (FiniteWatch.push)": _median_s(lambda: watch.push(1, flag), calls=2000),
         f"next batch (DeviceLoader, {augment})": _median_s(lambda: next(batches), calls=20),
         "SGD update, fused (the engine's)": _median_s(opt.step, calls=10),
-        "SGD update, torch's fused SGD through the strides": _median_s(strided.step, calls=10),
         "SGD update, torch's default loop": _median_s(plain.step, calls=5),
         "stage walk + branch_out calls": _stage_walk_s(model, 2000),
     }
@@ -145,13 +131,12 @@ def _engine_step(
     data: Any,
     *,
     edit: Callable[[torch.nn.Module], None] = lambda _m: None,
-    optimizer: Callable[..., torch.optim.Optimizer] = bl.make_sgd,
 ) -> Callable[[], None]:
     """The engine's whole step on a fresh model of ``case``, which ``edit`` may change first."""
     m = tp._model(case, rt.device, rt.channels_last)
     edit(m)
     loader = tp._device_loader(case, data, rt, train=True, augment="none")
-    return bl.engine_step(m, optimizer(m.parameters(), **bl.SGD_KW), rt, bl.cycle(loader))
+    return bl.engine_step(m, bl.make_sgd(m), rt, bl.cycle(loader))
 
 
 def _relus_out_of_place(model: torch.nn.Module) -> None:
@@ -160,37 +145,10 @@ def _relus_out_of_place(model: torch.nn.Module) -> None:
             mod.inplace = False
 
 
-def _observe_branches(model: torch.nn.Module) -> None:
-    """A no-op hook on every ``branch_out`` (as an analysis registers): the blocks add out of place."""
-    for block in model.blocks():  # type: ignore[operator]
-        block.branch_out.register_forward_hook(lambda _m, _i, _out: None)
-
-
 def relu_ab(case: tp.Case, rt: Runtime, rounds: int) -> tuple[float, float, float]:
     """(median s in place, median s out of place, median per-round ratio out / in) of a whole step."""
     data = tp._data(case, rt.device)
     return _ab(_engine_step(case, rt, data), _engine_step(case, rt, data, edit=_relus_out_of_place), rounds)
-
-
-def sum_ab(case: tp.Case, rt: Runtime, rounds: int) -> tuple[float, float, float]:
-    """The whole step with the residual sum written into F(x)'s tensor (the default) against the same model
-    with the sum out of place. (median s in place, median s out of place, median per-round ratio out / in)."""
-    data = tp._data(case, rt.device)
-    return _ab(_engine_step(case, rt, data), _engine_step(case, rt, data, edit=_observe_branches), rounds)
-
-
-def layout_ab(case: tp.Case, rt: Runtime, rounds: int) -> tuple[float, float, float]:
-    """The whole step as the engine runs it (fused SGD and finite check on memory-order views) against the
-    same step with torch's fused SGD and the aminmax check walking the tensors' strides (the code before).
-    (median s now, median s before, median per-round ratio before / now)."""
-    data = tp._data(case, rt.device)
-    strided = _engine_step(case, rt, data, optimizer=lambda ps, **kw: torch.optim.SGD(ps, fused=True, **kw))
-
-    def before() -> None:
-        with mock.patch.object(engine_step, "grads_finite", _strided_finite):
-            strided()
-
-    return _ab(_engine_step(case, rt, data), before, rounds)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -203,15 +161,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=2, help="steps per timed round of the whole step")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = physical cores)")
     p.add_argument("--relu-ab", type=int, default=0, help="rounds of in-place vs out-of-place ReLU (0: none)")
-    p.add_argument(
-        "--sum-ab", type=int, default=0, help="rounds of the residual sum in place vs out of place (0: none)"
-    )
-    p.add_argument(
-        "--layout-ab",
-        type=int,
-        default=0,
-        help="rounds of the step with memory-order SGD + finite check vs through the strides (0: none)",
-    )
     args = p.parse_args(argv)
     machine = bl.detect_machine()
     torch.set_num_threads(args.threads or machine.physical_cores)
@@ -230,19 +179,6 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"  ReLU in place {1000 * inp:.1f} ms vs out of place {1000 * outp:.1f} ms per step: "
                 f"in place is {ratio:.3f}x as fast (median of {args.relu_ab} A/B rounds)"
-            )
-        if args.sum_ab:
-            inp, outp, ratio = sum_ab(case, rt, args.sum_ab)
-            print(
-                f"  residual sum in place {1000 * inp:.1f} ms vs out of place {1000 * outp:.1f} ms per step: "
-                f"in place is {ratio:.3f}x as fast (median of {args.sum_ab} A/B rounds)"
-            )
-        if args.layout_ab:
-            now, before, ratio = layout_ab(case, rt, args.layout_ab)
-            print(
-                f"  SGD + finite check on memory-order views {1000 * now:.1f} ms vs through the strides "
-                f"{1000 * before:.1f} ms per step: views are {ratio:.3f}x as fast "
-                f"(median of {args.layout_ab} A/B rounds)"
             )
     return 0
 

@@ -37,7 +37,7 @@ import torch
 import benchlib as bl
 import roofline
 from reslab.data.loader import DeviceLoader, Normalization
-from reslab.engine.runtime import Runtime
+from reslab.engine.devices.runtime import Runtime
 from reslab.models import build_model, summarize
 
 DEFAULT_CASES = ("resnet20:32:128", "resnet56:32:128", "resnet18:224:8", "resnet50:224:8")
@@ -181,7 +181,7 @@ def build_runners(
             fwd = torch.compile(m) if comp else m
             batches = bl.cycle(_device_loader(case, data, rt, train=train, augment=augment))
             if train:
-                opt = bl.make_sgd(m.parameters(), **bl.SGD_KW)
+                opt = bl.make_sgd(m)
                 return bl.engine_step(fwd, opt, rt, batches)
             return bl.engine_infer(fwd, rt, batches)
 

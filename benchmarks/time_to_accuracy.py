@@ -32,7 +32,7 @@ import benchlib as bl
 from reslab.data import load_dataset
 from reslab.data.loader import Normalization
 from reslab.engine import TrainConfig, train
-from reslab.engine.schedule import lr_at, make_plan
+from reslab.engine.optim import lr_at, make_plan
 from reslab.models import build_model, model_info
 
 

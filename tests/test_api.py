@@ -21,10 +21,11 @@ from helpers import exit_code, one_line_error, tiny
 from reslab.cli import build_parser
 from reslab.cli.options import add_setting_flags, given
 from reslab.engine import TrainConfig, train
-from reslab.engine.resume import resume_settings
+from reslab.engine.store.resume import resume_settings
 from reslab.errors import ConfigError
-from reslab.experiments import CompareConfig
-from reslab.settings import fields_of, overrides_class, setting
+from reslab.experiments import AblateConfig, CompareConfig
+from reslab.experiments.sweep_config import PER_RUN, TrainOverrides
+from reslab.settings import fields_of, setting, type_hints, unwrap_optional
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -84,9 +85,22 @@ def test_a_new_setting_appears_in_the_flags_and_the_sweep_config() -> None:
     args = p.parse_args(["--stochastic-depth", "0.2", "--lr", "0.05"])
     assert given(args, Extended) == {"stochastic_depth": 0.2, "lr": 0.05}
     assert "(default: 0.0)" in p.format_help()
-    sweep = overrides_class("Sweep", object, Extended, exclude=("model",), doc="", module=__name__)
-    assert {f.name for f in dataclasses.fields(sweep)} >= {"stochastic_depth", "lr"}
-    assert sweep(stochastic_depth=0.1).stochastic_depth == 0.1 and sweep().lr is None
+
+
+def test_the_sweeps_take_every_train_setting_as_an_optional_override() -> None:
+    """TrainOverrides is declared field by field (typed configs); this keeps it in step with TrainConfig:
+    the same names but the per-run ones, each type ``T | None``, TrainConfig's help and default."""
+    train_hints, override_hints = type_hints(TrainConfig), type_hints(TrainOverrides)
+    names = [f.name for f in fields_of(TrainConfig) if f.name not in PER_RUN]
+    assert [f.name for f in fields_of(TrainOverrides)] == names
+    for f in fields_of(TrainOverrides):
+        tp, _ = unwrap_optional(train_hints[f.name])
+        assert override_hints[f.name] == tp | None, f.name
+        assert f.default is None and f.metadata["help"] == next(
+            t.metadata["help"] for t in fields_of(TrainConfig) if t.name == f.name
+        )
+    for cls in (CompareConfig, AblateConfig):
+        assert set(names) <= {f.name for f in dataclasses.fields(cls)}
 
 
 def test_config_files_json_yaml_toml_and_flags_win(

@@ -20,14 +20,14 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reslab.engine.checkpoint import (
+from reslab.engine.store.checkpoint import (
     MANIFEST,
     STATE,
     load_checkpoint,
     save_checkpoint,
     weights_bytes,
 )
-from reslab.engine.rundir import WEIGHTS
+from reslab.engine.store.rundir import WEIGHTS
 from reslab.errors import CheckpointError
 from reslab.models import build_model
 from reslab.models.weights import read_state_dict

@@ -20,8 +20,8 @@ from safetensors.torch import load_file
 
 from reslab.data.loader import DeviceLoader, Normalization
 from reslab.engine import TrainConfig, train
-from reslab.engine.distributed import local_batch
-from reslab.engine.launch import describe_failure, torchrun_args
+from reslab.engine.devices.distributed import local_batch
+from reslab.engine.devices.launch import describe_failure, torchrun_args
 from reslab.errors import ConfigError
 from reslab.experiments.scheduler import train_on_devices
 
@@ -98,7 +98,7 @@ def test_torchrun_arguments_carry_the_resolved_config() -> None:
     cfg = TrainConfig(**CONFIG)  # type: ignore[arg-type]
     args = torchrun_args(cfg, 2)
     assert args[:6] == ["--standalone", "--nproc-per-node", "2", "--max-restarts", "0", "-m"]
-    assert args[6] == "reslab.engine.worker"
+    assert args[6] == "reslab.engine.devices.worker"
     assert TrainConfig.from_dict(json.loads(args[7])) == cfg
 
 
@@ -217,7 +217,7 @@ def test_leave_exits_with_the_code_and_flushes_output(world: str) -> None:
     # A rank of a multi-process job leaves with os._exit (no finalisation for gloo's threads to abort in):
     # the code and the unflushed output must still come out; atexit handlers then do not run.
     code = (
-        "import atexit, sys; from reslab.engine.distributed import leave; "
+        "import atexit, sys; from reslab.engine.devices.distributed import leave; "
         "atexit.register(lambda: print('atexit ran')); "
         "sys.stdout.write('result line'); sys.stderr.write('err line'); leave(3)"
     )

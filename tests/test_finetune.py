@@ -13,8 +13,9 @@ from safetensors.torch import load_file
 
 from helpers import exit_code, one_line_error, tiny
 from reslab.engine import TrainConfig, train
-from reslab.engine.finetune import freeze, param_groups, with_init_kwargs
-from reslab.engine.step import set_lr
+from reslab.engine.net import freeze
+from reslab.engine.optim import param_groups, set_lr
+from reslab.engine.specs import optim_spec, with_init_kwargs
 from reslab.errors import ConfigError
 from reslab.models import build_model
 
@@ -135,7 +136,7 @@ def test_freeze_names_the_stages_and_keeps_frozen_batchnorm_in_eval_mode() -> No
 def test_head_lr_is_a_second_group_on_the_same_schedule() -> None:
     model = build_model("resnet8", num_classes=10)
     cfg = TrainConfig(lr=0.1, head_lr=0.4)
-    opt = torch.optim.SGD(param_groups(model, cfg), lr=cfg.lr)
+    opt = torch.optim.SGD(param_groups(model, optim_spec(cfg)), lr=cfg.lr)
     set_lr(opt, 0.05)  # the schedule's value at some step
     assert [g["lr"] for g in opt.param_groups] == [0.05, pytest.approx(0.2)]
     assert opt.param_groups[1]["params"] == list(model.fc.parameters())

@@ -18,8 +18,8 @@ from safetensors.torch import load_file
 
 from reslab.cli import main
 from reslab.engine import load_run, train
-from reslab.engine.checkpoint import list_checkpoints, load_checkpoint
-from reslab.engine.memory import estimate_training_memory, saved_tensor_bytes
+from reslab.engine.devices.memory import estimate_training_memory, saved_tensor_bytes
+from reslab.engine.store.checkpoint import list_checkpoints, load_checkpoint
 from reslab.errors import CheckpointError, TrainingError
 from reslab.models import build_model
 from reslab.models.weights import read_state_dict
@@ -206,7 +206,7 @@ def test_out_of_memory_is_one_line_with_the_fixes_and_keeps_the_checkpoint(
 def test_a_run_that_cannot_fit_is_refused_before_the_first_step(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import reslab.engine.setup as engine
+    import reslab.engine.net as engine
 
     monkeypatch.setattr(engine, "available_memory", lambda device: 2**20)  # 1 MiB free
     assert main(["train", *TINY, "--out", str(tmp_path / "r")]) == 2
@@ -278,7 +278,7 @@ def test_activation_checkpointing_flag_reaches_the_model(
 def test_read_only_out_dir_exits_2_before_training(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import reslab.engine.rundir as rundir
+    import reslab.engine.store.rundir as rundir
 
     out = tmp_path / "ro"
     out.mkdir()
@@ -296,7 +296,7 @@ def test_read_only_out_dir_exits_2_before_training(
 def test_too_little_disk_exits_2_before_training(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import reslab.engine.rundir as rundir
+    import reslab.engine.store.rundir as rundir
 
     usage = types.SimpleNamespace(total=10**9, used=10**9, free=4096)
     monkeypatch.setattr(rundir.shutil, "disk_usage", lambda path: usage)
@@ -307,7 +307,7 @@ def test_too_little_disk_exits_2_before_training(
 
 def _fail_writes_after_first_checkpoint(monkeypatch: pytest.MonkeyPatch, where: str, code: int) -> None:
     """Once the first checkpoint is complete, the disk is full (or read-only) for ``where``."""
-    import reslab.engine.checkpoint as checkpoint
+    import reslab.engine.store.checkpoint as checkpoint
 
     armed = [False]
     real_fsync, real_write = os.fsync, checkpoint.atomic_write_bytes

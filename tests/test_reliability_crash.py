@@ -19,8 +19,8 @@ import torch
 from safetensors.torch import load_file
 
 from reslab.cli import main
-from reslab.engine.checkpoint import list_checkpoints, load_checkpoint
-from reslab.engine.rundir import read_jsonl
+from reslab.engine.store.checkpoint import list_checkpoints, load_checkpoint
+from reslab.engine.store.rundir import read_jsonl
 
 STEPS = 36
 ARGS = [

@@ -16,8 +16,8 @@ from safetensors.torch import load_file
 
 from helpers import exit_code, one_line_error, tiny
 from reslab.engine import train
-from reslab.engine.checkpoint import list_checkpoints, load_checkpoint, weights_bytes
-from reslab.engine.rundir import RunLock
+from reslab.engine.store.checkpoint import list_checkpoints, load_checkpoint, weights_bytes
+from reslab.engine.store.rundir import RunLock
 from reslab.errors import CheckpointError, ConfigError, DivergedError
 from reslab.models import build_model
 
@@ -101,7 +101,7 @@ def test_a_second_writer_gets_one_line_naming_the_holder(
     out = tmp_path / "busy"
     out.mkdir()
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"import time, reslab.engine.rundir as r, pathlib\n"
+        [sys.executable, "-c", f"import time, reslab.engine.store.rundir as r, pathlib\n"
          f"with r.RunLock(pathlib.Path({str(out)!r})):\n    print('locked', flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip

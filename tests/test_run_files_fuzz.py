@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reslab.engine.rundir import CONFIG, METRICS, SUMMARY, read_jsonl
-from reslab.engine.runs import read_run_config, read_run_result
+from reslab.engine.store.rundir import CONFIG, METRICS, SUMMARY, read_jsonl
+from reslab.engine.store.runs import read_run_config, read_run_result
 from reslab.errors import CheckpointError
 
 try:

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from reslab.engine import RECIPES, TrainConfig
-from reslab.engine.runtime import resolve_runtime
-from reslab.engine.schedule import lr_at, make_plan
+from reslab.engine.devices.runtime import resolve_runtime
+from reslab.engine.optim import lr_at, make_plan
+from reslab.engine.specs import optim_spec, runtime_spec
 from reslab.errors import ConfigError
 
 
@@ -53,11 +54,11 @@ def test_paper_recipe_is_the_papers_protocol() -> None:
     cfg = TrainConfig.from_recipe("paper", model="resnet110", dataset="cifar10").validate()
     assert (cfg.iterations, cfg.epochs, cfg.batch_size, cfg.lr, cfg.momentum) == (64_000, None, 128, 0.1, 0.9)
     assert (cfg.weight_decay, cfg.val_split, cfg.normalize, cfg.schedule) == (1e-4, 5000, "pixel", "step")
-    plan = make_plan(cfg, total=64_000, steps_per_epoch=352, depth=110)
+    plan = make_plan(optim_spec(cfg), steps_per_epoch=352, depth=110)
     assert lr_at(0, plan) == lr_at(399, plan) == 0.01  # constant warm-up for 110 layers (Sec. 4.2)
     assert lr_at(400, plan) == lr_at(31_999, plan) == 0.1
     assert math.isclose(lr_at(32_000, plan), 0.01) and math.isclose(lr_at(48_000, plan), 0.001)
-    shallow = make_plan(cfg, total=64_000, steps_per_epoch=352, depth=20)
+    shallow = make_plan(optim_spec(cfg), steps_per_epoch=352, depth=20)
     assert lr_at(0, shallow) == 0.1  # no warm-up below 110 layers
     assert TrainConfig.from_recipe("paper", epochs=3).iterations is None
     assert set(RECIPES) == {"default", "paper"}
@@ -67,8 +68,8 @@ def test_paper_recipe_is_the_papers_protocol() -> None:
 
 @pytest.mark.parametrize("schedule", ["cosine", "onecycle", "step"])
 def test_lr_schedules_warm_up_then_decay(schedule: str) -> None:
-    cfg = TrainConfig(schedule=schedule, warmup_epochs=1.0, lr=0.2)
-    plan = make_plan(cfg, total=100, steps_per_epoch=10, depth=20)
+    cfg = TrainConfig(schedule=schedule, warmup_epochs=1.0, lr=0.2, iterations=100)
+    plan = make_plan(optim_spec(cfg), steps_per_epoch=10, depth=20)
     lrs = [lr_at(i, plan) for i in range(100)]
     assert lrs[0] == pytest.approx(0.02) and lrs[9] == pytest.approx(0.2)  # linear warm-up over 10 steps
     assert all(a <= b + 1e-12 for a, b in itertools.pairwise(lrs[:10]))
@@ -77,12 +78,12 @@ def test_lr_schedules_warm_up_then_decay(schedule: str) -> None:
 
 
 def test_runtime_resolution() -> None:
-    rt = resolve_runtime(TrainConfig(device="cpu", precision="fp32", channels_last=False))
+    rt = resolve_runtime(runtime_spec(TrainConfig(device="cpu", precision="fp32", channels_last=False)))
     assert (rt.device.type, rt.precision, rt.channels_last, rt.is_main) == ("cpu", "fp32", False, True)
-    assert resolve_runtime(TrainConfig(device="cpu")).precision in ("bf16", "fp32")
+    assert resolve_runtime(runtime_spec(TrainConfig(device="cpu"))).precision in ("bf16", "fp32")
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="no CUDA GPU"):
-            resolve_runtime(TrainConfig(device="cuda"))
+            resolve_runtime(runtime_spec(TrainConfig(device="cuda")))
 
 
 @pytest.mark.parametrize(
@@ -96,17 +97,17 @@ def test_runtime_resolution() -> None:
 )
 def test_every_default_schedule_ends_low(length: dict, steps_per_epoch: int, most: float) -> None:
     cfg = TrainConfig(**length).validate()
-    total = cfg.run_length(steps_per_epoch)
-    plan = make_plan(cfg, total=total, steps_per_epoch=steps_per_epoch, depth=20)
+    plan = make_plan(optim_spec(cfg), steps_per_epoch=steps_per_epoch, depth=20)
+    total = plan.total
     lrs = [lr_at(i, plan) for i in range(total)]
     assert max(lrs) == pytest.approx(cfg.lr)  # the warm-up reaches the peak ...
     assert plan.warmup_iters <= max(1, round(0.2 * total))  # ... within the first 20% of the run
     assert 0 < lrs[-1] <= most * cfg.lr  # and the last step is low, never a wasted step at 0
-    assert plan.notes(cfg) == []
+    assert plan.notes(optim_spec(cfg)) == []
 
 
 def test_a_warm_up_that_leaves_no_decay_is_announced() -> None:
     cfg = TrainConfig(epochs=1, warmup_epochs=1.0).validate()
-    plan = make_plan(cfg, total=62, steps_per_epoch=62, depth=20)
-    [note] = plan.notes(cfg)
+    plan = make_plan(optim_spec(cfg), steps_per_epoch=62, depth=20)
+    [note] = plan.notes(optim_spec(cfg))
     assert note.startswith("warning: the warm-up (62 iterations) covers the whole run of 62")

@@ -13,8 +13,8 @@ import torch
 from safetensors.torch import load_file
 
 from reslab.engine import TrainConfig, load_run, train
-from reslab.engine.checkpoint import list_checkpoints, load_checkpoint
-from reslab.engine.evaluation import evaluate_model
+from reslab.engine.inference import evaluate_model
+from reslab.engine.store.checkpoint import list_checkpoints, load_checkpoint
 from reslab.errors import CheckpointError, ConfigError, TrainingError
 
 try:

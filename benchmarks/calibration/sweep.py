@@ -8,7 +8,7 @@
 Each run is ``TrainConfig.from_recipe("default")`` with the compare preset's overrides (batch 128, no label
 smoothing) and the flags here; ``--kw`` goes to ``build_model`` through ``model_kwargs`` for both twins
 (plain twins ignore the residual-only options). ``--procs 2`` trains two runs at a time in two processes
-of one thread each, deepest first (``reslab.engine.launch.train_on_devices``, what ``reslab compare
+of one thread each, deepest first (``reslab.engine.devices.launch.train_on_devices``, what ``reslab compare
 --devices cpu,cpu`` does); ``--procs 1`` trains them one after the other in this process with ``--threads``
 threads (and ``--flush-denormal`` applies). Finished runs in ``--out`` are reused (their time is the one
 recorded then). Prints per-run lines, the table (mean ± std over seeds, training error in eval mode on the

@@ -15,96 +15,45 @@ result objects that also display in Jupyter::
     reslab.load_weights(model, "resnet18.pth")                        # torchvision/timm/akamaster/reslab
     reslab.plot_runs(["runs/a", "runs/b"])                            # training curves of runs
 
-No name here is also a module: the subpackages are ``models``, ``data``, ``engine`` (training),
+``ModelSpec`` describes a variant for ``register_model``. No name here is also a module: the subpackages
+are ``models``, ``data``, ``engine`` (training),
 ``experiments``, ``analysis`` and ``cli``.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from reslab.analysis import GradientsConfig as GradientsConfig
+from reslab.analysis import LandscapeConfig as LandscapeConfig
+from reslab.analysis import ResponsesConfig as ResponsesConfig
+from reslab.analysis import gradients as gradients
+from reslab.analysis import landscape as landscape
+from reslab.analysis import responses as responses
+from reslab.engine import EvalReport as EvalReport
+from reslab.engine import RunResult as RunResult
+from reslab.engine import TrainConfig as TrainConfig
+from reslab.engine import evaluate as evaluate
+from reslab.engine import export_run as export_run
+from reslab.engine import load_run as load_run
+from reslab.engine import predict as predict
+from reslab.engine import train as train
+from reslab.errors import ReslabError as ReslabError
+from reslab.experiments import AblateConfig as AblateConfig
+from reslab.experiments import AblateResult as AblateResult
+from reslab.experiments import CompareConfig as CompareConfig
+from reslab.experiments import CompareResult as CompareResult
+from reslab.experiments import ablate as ablate
+from reslab.experiments import compare as compare
+from reslab.models import ModelSpec as ModelSpec
+from reslab.models import build_model as build_model
+from reslab.models import inspect_weights as inspect_weights
+from reslab.models import list_models as list_models
+from reslab.models import load_weights as load_weights
+from reslab.models import register_model as register_model
+from reslab.plots import plot_runs as plot_runs
+from reslab.version import __version__ as __version__
 
-from reslab.errors import ReslabError
-from reslab.models import build_model, list_models, register_model
-from reslab.version import __version__
-
-if TYPE_CHECKING:
-    from reslab.analysis import (
-        GradientsConfig,
-        LandscapeConfig,
-        ResponsesConfig,
-        gradients,
-        landscape,
-        responses,
-    )
-    from reslab.engine import (
-        EvalReport,
-        RunResult,
-        TrainConfig,
-        evaluate,
-        export_run,
-        load_run,
-        predict,
-        train,
-    )
-    from reslab.experiments import AblateConfig, AblateResult, CompareConfig, CompareResult, ablate, compare
-    from reslab.models import inspect_weights, load_weights
-    from reslab.plots import plot_runs
-
-# The engine, experiments and analysis are imported on first use, so that `import reslab` stays light for
-# model users; each name maps to the module that defines it.
-_LAZY = {
-    **dict.fromkeys(
-        ("train", "TrainConfig", "RunResult", "evaluate", "EvalReport", "predict", "export_run", "load_run"),
-        "reslab.engine",
-    ),
-    **dict.fromkeys(
-        ("compare", "CompareConfig", "CompareResult", "ablate", "AblateConfig", "AblateResult"),
-        "reslab.experiments",
-    ),
-    **dict.fromkeys(("load_weights", "inspect_weights"), "reslab.models"),
-    "plot_runs": "reslab.plots",
-    **dict.fromkeys(
-        ("gradients", "GradientsConfig", "responses", "ResponsesConfig", "landscape", "LandscapeConfig"),
-        "reslab.analysis",
-    ),
-}
-
+# Every class and function imported above (the `X as X` form marks it public for type checkers).
 __all__ = [
-    "AblateConfig",
-    "AblateResult",
-    "CompareConfig",
-    "CompareResult",
-    "EvalReport",
-    "GradientsConfig",
-    "LandscapeConfig",
-    "ReslabError",
-    "ResponsesConfig",
-    "RunResult",
-    "TrainConfig",
     "__version__",
-    "ablate",
-    "build_model",
-    "compare",
-    "evaluate",
-    "export_run",
-    "gradients",
-    "inspect_weights",
-    "landscape",
-    "list_models",
-    "load_run",
-    "load_weights",
-    "plot_runs",
-    "predict",
-    "register_model",
-    "responses",
-    "train",
+    *sorted(n for n, v in dict(globals()).items() if str(getattr(v, "__module__", "")).startswith("reslab.")),
 ]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value  # later lookups skip this function
-        return value
-    raise AttributeError(f"module 'reslab' has no attribute {name!r}")

@@ -405,7 +405,7 @@ def plot_runs(runs: Sequence[str | Path]) -> Figure:
     Raises:
         ConfigError: a path is not a run directory with evaluation records yet.
     """
-    from reslab.engine.rundir import METRICS, read_jsonl
+    from reslab.engine.store.rundir import METRICS, read_jsonl
     from reslab.errors import ConfigError
 
     if not runs:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from reslab.engine.rundir import check_writable, strict_json
+from reslab.engine.store.rundir import check_writable, strict_json
 from reslab.errors import ConfigError
 
 

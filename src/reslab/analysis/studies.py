@@ -148,7 +148,7 @@ def _subjects(cfg: _StudyConfig, entries: list[str]) -> tuple[Any, list[Subject]
 def _check_memory(s: Subject, ds: Any, batch_size: int) -> None:
     """Refuse a batch whose forward and backward would not fit in host memory, before any work (an upper
     bound for the forward-only studies); MLPs run in float64 here, twice the bytes."""
-    from reslab.engine.memory import estimate_training_memory
+    from reslab.engine.devices.memory import estimate_training_memory
     from reslab.models import build_model
     from reslab.resources import check_host_memory
 

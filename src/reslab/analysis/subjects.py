@@ -42,8 +42,8 @@ def _is_run(entry: str) -> bool:
 
 def run_dataset(entries: list[str]) -> tuple[str | None, str | None]:
     """(dataset, data_dir) the first run directory among ``entries`` was trained on, or (None, None)."""
-    from reslab.engine.rundir import CONFIG
-    from reslab.engine.runs import read_run_config
+    from reslab.engine.store.rundir import CONFIG
+    from reslab.engine.store.runs import read_run_config
 
     for entry in entries:
         path = Path(entry).expanduser()

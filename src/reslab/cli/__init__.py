@@ -73,6 +73,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def entry() -> None:
     code = main()
-    from reslab.engine.distributed import leave  # sys.exit, or os._exit for a rank of a torchrun job
+    from reslab.engine.devices.distributed import leave  # sys.exit, or os._exit for a rank of a torchrun job
 
     leave(code)

@@ -1,7 +1,8 @@
 """``reslab train | eval | predict | export``: flags into the library's typed calls, results printed.
 
 ``train``'s flags are generated from :class:`~reslab.engine.TrainConfig`; settings come from the recipe,
-then ``--config FILE``, then the flags typed. Resume semantics are the library's (``reslab.engine.resume``).
+then ``--config FILE``, then the flags typed. Resume semantics are the library's
+(``reslab.engine.store.resume``).
 """
 
 from __future__ import annotations
@@ -129,9 +130,9 @@ def train_config(args: argparse.Namespace) -> Any:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from reslab.engine.distributed import dist_env
-    from reslab.engine.resume import resume_settings
-    from reslab.engine.worker import train_as_process
+    from reslab.engine.devices.distributed import dist_env
+    from reslab.engine.devices.worker import train_as_process
+    from reslab.engine.store.resume import resume_settings
     from reslab.errors import ConfigError
 
     cfg = train_config(args)
@@ -143,7 +144,7 @@ def run_train(args: argparse.Namespace) -> int:
             raise ConfigError(
                 "--nproc inside torchrun would launch twice; drop --nproc (torchrun sets the count)"
             )
-        from reslab.engine.launch import launch_torchrun
+        from reslab.engine.devices.launch import launch_torchrun
 
         return launch_torchrun(cfg, args.nproc)
     code, result = train_as_process(cfg)
@@ -188,7 +189,7 @@ def run_export(args: argparse.Namespace) -> int:
 def run_plot(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from reslab.engine.rundir import atomic_write_bytes
+    from reslab.engine.store.rundir import atomic_write_bytes
     from reslab.errors import ConfigError
     from reslab.plots import plot_runs, png_bytes
 

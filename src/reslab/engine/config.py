@@ -85,7 +85,7 @@ class TrainConfig:
         0.1, help="-0.5 pt test error on mnist5k; evaluation reports plain cross-entropy", metavar="S"
     )
     grad_clip: float | None = setting(None, help="clip the global gradient norm to this", metavar="NORM")
-    # --- learning-rate schedule (see reslab.engine.schedule.lr_at)
+    # --- learning-rate schedule (see reslab.engine.optim.lr_at)
     schedule: Schedule = setting("cosine", help="cosine needs no milestones and ends near 0")
     milestones: tuple[float, ...] = setting(
         (0.5, 0.75), help="step schedule: fractions of the run (the paper's 32k, 48k of 64k)", metavar="F,F"
@@ -171,7 +171,7 @@ class TrainConfig:
     num_threads: int | None = setting(
         None, help="torch CPU threads; default torch's", metavar="N", resume="session", sweep=False
     )
-    # --- data-parallel (torchrun / --nproc; see reslab.engine.distributed)
+    # --- data-parallel (torchrun / --nproc; see reslab.engine.devices.distributed)
     sync_bn: bool = setting(False, help="BatchNorm statistics over the global batch (small shards: on)")
     dist_timeout_s: float = setting(
         600.0,
@@ -260,12 +260,6 @@ class TrainConfig:
                 f"--milestones must be increasing fractions in (0, 1), got {list(self.milestones)}"
             )
         return self
-
-    def run_length(self, steps_per_epoch: int) -> int:
-        """Optimizer steps of the whole run."""
-        if self.iterations is not None:
-            return self.iterations
-        return (self.epochs or DEFAULT_EPOCHS) * steps_per_epoch
 
     # 2) conversions: dicts (config.json, config files) and changes
     def to_dict(self) -> dict[str, Any]:

@@ -29,8 +29,8 @@ import torch
 from torch import nn
 
 from reslab.data.loader import Normalization
-from reslab.engine.rundir import CKPT_DIR, CONFIG, LOCK, RUN_FILES, atomic_write
-from reslab.engine.runs import RunInfo, load_run
+from reslab.engine.store.rundir import CKPT_DIR, CONFIG, LOCK, RUN_FILES, atomic_write
+from reslab.engine.store.runs import RunInfo, load_run
 from reslab.errors import ConfigError
 
 FORMATS = ("torch-export", "onnx", "torchscript")

@@ -72,7 +72,7 @@ class CsvLogger:
     """``metrics.csv``: a header of the record's keys, then one row per evaluation point."""
 
     def __init__(self, run_dir: Path, history: Sequence[dict[str, Any]]) -> None:
-        from reslab.engine.rundir import atomic_write_bytes
+        from reslab.engine.store.rundir import atomic_write_bytes
 
         self.path = run_dir / CSV_FILE
         self.fields: list[str] | None = list(history[0]) if history else None

@@ -1,9 +1,10 @@
 """``train(cfg) -> RunResult``: one readable flow from config to run directory.
 
-Phases: settings (validate, resume) -> run directory -> data on the device -> model, memory check and SGD
--> restore a checkpoint -> config.json -> the step loop -> final evaluation -> summary.json. The step loop
-does no per-sample Python work and no host syncs: loss and correct counts accumulate on the device and are
-read at evaluation points (every ``eval_every`` steps), where metrics are logged and a checkpoint written.
+Phases: resolve the config into specs -> data on the device -> the network (after the memory check) and
+SGD -> the run directory (its lock first) -> restore a checkpoint -> config.json -> the step loop -> the
+final evaluation -> summary.json. The step loop does no per-sample Python work and no host syncs: loss and
+correct counts accumulate on the device and are read at evaluation points (every ``eval_every`` steps),
+where metrics are logged and a checkpoint written.
 """
 
 from __future__ import annotations
@@ -18,127 +19,131 @@ from typing import Any
 import torch
 
 from reslab.data.loader import DeviceLoader
-from reslab.engine import distributed, finetune, rundir
-from reslab.engine.checkpoint import list_checkpoints, load_latest_checkpoint, save_checkpoint, weights_bytes
 from reslab.engine.config import TrainConfig
-from reslab.engine.evaluation import EvalResult, evaluate_model
+from reslab.engine.data import load_data
+from reslab.engine.devices import distributed
+from reslab.engine.devices.memory import is_out_of_memory, oom_error
+from reslab.engine.devices.runtime import Runtime, resolve_runtime, rng_state, seed_everything, set_rng_state
 from reslab.engine.guards import FiniteWatch, InterruptGuard, all_finite
+from reslab.engine.inference import EvalResult, evaluate_model
 from reslab.engine.loggers import open_loggers
-from reslab.engine.memory import (
-    is_out_of_memory,
-    oom_error,
-)
+from reslab.engine.net import build_net
+from reslab.engine.optim import AdaptiveWarmup, lr_at, make_plan, make_sgd, trainable
 from reslab.engine.progress import Progress
-from reslab.engine.resume import resume_settings
-from reslab.engine.runs import RunResult, run_metadata
-from reslab.engine.runtime import (
-    Runtime,
-    resolve_runtime,
-    rng_state,
-    seed_everything,
-    set_rng_state,
-)
-from reslab.engine.schedule import AdaptiveWarmup, LrPlan, lr_at, make_plan
-from reslab.engine.setup import build_model_for, load_data, open_run_dir
-from reslab.engine.sgd import make_sgd
+from reslab.engine.specs import RunSpecs, resolve
 from reslab.engine.step import Interval, NonFiniteStep, StepState, train_step
+from reslab.engine.store import rundir
+from reslab.engine.store.checkpoint import (
+    list_checkpoints,
+    load_latest_checkpoint,
+    save_checkpoint,
+    weights_bytes,
+)
+from reslab.engine.store.runs import RunResult, run_metadata
 from reslab.errors import CheckpointError, ConfigError, DivergedError
 
 Callback = Callable[[dict[str, Any]], None]
 
 
-def train(cfg: TrainConfig, *, callback: Callback | None = None, runtime: Runtime | None = None) -> RunResult:
+def train(
+    cfg: TrainConfig | None = None,
+    /,
+    *,
+    callback: Callback | None = None,
+    runtime: Runtime | None = None,
+    **settings: Any,
+) -> RunResult:
     """Train ``cfg.model`` on ``cfg.dataset``; write the run directory; return the final figures.
 
-    With ``cfg.resume`` set, the run's saved settings are the base and the settings given (not at their
-    defaults) are changes (see :mod:`reslab.engine.resume`). ``callback(metrics)`` is called at each
-    evaluation point with the dict appended to ``metrics.jsonl`` (plus ``total_iterations``).
+    ``train(TrainConfig(model="resnet56", epochs=3))`` or ``train(model="resnet56", epochs=3)``: settings
+    given as keywords override ``cfg``'s. With ``resume`` set, the run's saved settings are the base and the
+    settings given (not at their defaults) are changes (see :mod:`reslab.engine.store.resume`).
+    ``callback(metrics)`` is called at each evaluation point with the dict appended to ``metrics.jsonl``
+    (plus ``total_iterations``).
 
     Raises ConfigError / DataError / CheckpointError on bad input (exit 2), TrainingError on NaN
     (DivergedError) or out of memory (exit 3), and KeyboardInterrupt after saving a checkpoint on Ctrl-C.
     """
-    cfg = dataclasses.replace(cfg).validate()
-    notes: list[str] = []
-    if cfg.resume is not None:
-        cfg, _, notes = resume_settings(cfg)
-    cfg = finetune.with_init_kwargs(cfg)  # the build keywords --init-from's weights need
+    if cfg is not None and not isinstance(cfg, TrainConfig):
+        raise ConfigError(f"train() takes a TrainConfig or keyword settings, not {type(cfg).__name__}")
+    cfg = (cfg or TrainConfig()).with_changes(**settings) if settings else (cfg or TrainConfig())
+    specs = resolve(cfg)
     if runtime is None and distributed.launched_by_torchrun():  # a torchrun worker: join the group first
-        with distributed.session(cfg) as rt:
-            return _Run(cfg, rt, callback, notes).execute()
-    return _Run(cfg, runtime or resolve_runtime(cfg), callback, notes).execute()
+        with distributed.session(specs.runtime) as rt:
+            return _Run(specs, rt, callback).execute()
+    return _Run(specs, runtime or resolve_runtime(specs.runtime), callback).execute()
 
 
 class _Run:
-    """One training session of a run: the phases of :func:`train` and the state they share."""
+    """One training session of a run: everything the phases share, made in ``__init__``; then ``execute``."""
 
-    def __init__(self, cfg: TrainConfig, rt: Runtime, callback: Callback | None, notes: list[str]) -> None:
+    def __init__(self, specs: RunSpecs, rt: Runtime, callback: Callback | None) -> None:
         from reslab.models import model_info
 
-        self.cfg, self.rt, self.callback = cfg, rt, callback
-        self.depth = model_info(cfg.model).depth  # ConfigError for an unknown model, before any loading
-        if cfg.num_threads:
-            torch.set_num_threads(cfg.num_threads)
-        seed_everything(cfg.seed)
-        # Everything that can be refused is checked before --out is created (nothing left behind on refusal).
-        self.data = load_data(cfg, rt)
-        self.model, self.memory = build_model_for(cfg, rt, self.data)
-        started = finetune.load_init(self.model, cfg)  # before the optimizer, DDP and compile see it
-        frozen = finetune.freeze(self.model, cfg.freeze)
-        started += [finetune.describe_freeze(self.model, frozen)] if frozen else []
-        if frozen and cfg.init_from is None and cfg.resume is None:
-            started.append("warning: --freeze without --init-from keeps those stages at their random init")
-        self._set_up_steps(notes + started)
+        self.specs, self.rt, self.callback = specs, rt, callback
+        depth = model_info(specs.net.model).depth  # ConfigError for an unknown model, before any loading
+        seed_everything(specs.data.seed)
+        # 1) everything that can be refused is checked before the run directory is touched
+        self.data = load_data(specs.data, rt)
+        net = build_net(
+            specs.net, rt, num_classes=len(self.data.classes), input_shape=self.data.image_shape,
+            world_size=rt.world_size,
+        )  # fmt: skip
+        self.model, self.memory = net.model, net.memory
+        if rt.world_size > 1:  # SyncBatchNorm swap (--sync-bn) before the optimizer sees the parameters
+            self.model = distributed.prepare_model(self.model, rt, sync_bn=specs.runtime.sync_bn)
+        # 2) the steps: length, learning-rate plan, optimizer and what a step needs
+        self.steps_per_epoch = len(self.data.train)
+        self.plan = make_plan(specs.optim, steps_per_epoch=self.steps_per_epoch, depth=depth)
+        self.total = self.plan.total
+        self.eval_every = specs.output.eval_every or self.steps_per_epoch
+        self.warmup = AdaptiveWarmup(specs.optim.warmup_until_error)
+        self.fwd = torch.compile(self.model) if specs.runtime.compile else self.model  # evaluation: own shard
+        self.state = StepState(
+            forward=distributed.wrap_ddp(self.fwd, rt) if rt.world_size > 1 else self.fwd,
+            params=trainable(self.model),
+            optimizer=make_sgd(self.model, specs.optim),
+            runtime=rt,
+            watch=FiniteWatch(rt.device),
+            label_smoothing=specs.optim.label_smoothing,
+            grad_clip=specs.optim.grad_clip,
+            scaler=torch.amp.GradScaler(rt.device.type) if rt.precision == "fp16" else None,
+        )
+        # 3) the position and its figures (a restore moves them), the display
+        self.it, self.seconds_before, self.interval = 0, 0.0, Interval.zeros(rt.device)
+        self.history: list[dict[str, Any]] = []
+        self.notes = [*specs.notes, *net.notes, *self.plan.notes(specs.optim)]
+        self.started = time.perf_counter()
+        # 4) the run directory: its lock, then the checkpoint, config.json and the loggers
         self.exit = contextlib.ExitStack()  # the run directory's lock, released when the session ends
         try:
             self.run_dir = self._open_run_dir()
-            if cfg.resume is not None:
+            if specs.output.resume is not None:
                 self._restore()
             if rt.is_main:
                 self._write_config()
             self.loggers = open_loggers(
-                cfg.logger, self.run_dir, history=self.history, iteration=self.it, config=cfg.to_dict(),
-                is_main=rt.is_main,
+                specs.output.logger, self.run_dir, history=self.history, iteration=self.it,
+                config=specs.config.to_dict(), is_main=rt.is_main,
             )  # fmt: skip
         except BaseException:
             self.exit.close()
             raise
+        self.progress = Progress(
+            specs.output.progress if rt.is_main else "off",
+            total=self.total,
+            initial=self.it,
+            desc=f"{specs.net.model} on {specs.data.dataset}",
+        )
 
     # --- phases before the loop
-    def _set_up_steps(self, notes: list[str]) -> None:
-        """Run length, lr plan, the SGD optimiser and what a step needs; position 0 until a restore."""
-        cfg, rt = self.cfg, self.rt
-        self.steps_per_epoch = len(self.data.train)
-        self.total = cfg.run_length(self.steps_per_epoch)
-        self.eval_every = cfg.eval_every or self.steps_per_epoch
-        self.plan: LrPlan = make_plan(
-            cfg, total=self.total, steps_per_epoch=self.steps_per_epoch, depth=self.depth
-        )
-        self.notes = notes + self.plan.notes(cfg)
-        self.warmup = AdaptiveWarmup(cfg.warmup_until_error)
-        self.fwd = torch.compile(self.model) if cfg.compile else self.model  # evaluation: each rank's shard
-        opt = make_sgd(
-            finetune.param_groups(self.model, cfg), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-            weight_decay=cfg.weight_decay,
-        )  # fmt: skip
-        self.state = StepState(
-            forward=distributed.wrap_ddp(self.fwd, rt) if rt.world_size > 1 else self.fwd,
-            params=finetune.trainable(self.model),
-            optimizer=opt,
-            runtime=rt,
-            watch=FiniteWatch(rt.device),
-            label_smoothing=cfg.label_smoothing,
-            grad_clip=cfg.grad_clip,
-            scaler=torch.amp.GradScaler(rt.device.type) if rt.precision == "fp16" else None,
-        )
-        self.it, self.seconds_before, self.interval = 0, 0.0, Interval.zeros(rt.device)
-        self.history: list[dict[str, Any]] = []
-
     def _open_run_dir(self) -> Path:
         """Create (or reopen) the run directory and take its lock: one writer per run (rank 0 only)."""
+        out, what = self.specs.output, {"model": self.specs.net.model, "dataset": self.specs.data.dataset}
         if self.rt.world_size > 1:  # rank 0 picks (and creates) the run directory, the others are told
-            run_dir, _ = distributed.agree_run_dir(self.cfg, self.rt, open_run_dir)
+            run_dir = distributed.agree_run_dir(out, self.rt, rundir.open_run_dir, **what)
         else:
-            run_dir, _ = open_run_dir(self.cfg, is_main=self.rt.is_main)
+            run_dir = rundir.open_run_dir(out, is_main=self.rt.is_main, **what)
         if self.rt.is_main:
             self.exit.enter_context(rundir.RunLock(run_dir, what="training"))
             # three checkpoints (weights + momentum) exist for a moment, plus the run's weights
@@ -147,7 +152,7 @@ class _Run:
         return run_dir
 
     def _restore(self) -> None:
-        """Weights, optimizer, RNG, position and the interval's figures from the newest good checkpoint."""
+        """Weights, optimizer, RNG, position, warm-up and interval figures from the newest checkpoint."""
         if not list_checkpoints(self.run_dir):  # killed before its first checkpoint: nothing to lose
             self.history = rundir.truncate_metrics(self.run_dir, 0) if self.rt.is_main else []
             self.notes.insert(
@@ -164,7 +169,7 @@ class _Run:
             self.it, self.seconds_before = int(state["iteration"]), float(state["seconds"])
             if self.rt.is_main:  # rank 0's figures only (Ctrl-C checkpoint): counted once, by rank 0
                 self.interval = Interval.from_state(state["interval"], self.rt.device)
-            self.warmup = AdaptiveWarmup.from_state(state.get("warmup"), self.cfg.warmup_until_error)
+            self.warmup = AdaptiveWarmup.from_state(state.get("warmup"), self.warmup.until_error)
             self.plan = self.warmup.resumed(self.plan)
         except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
@@ -179,7 +184,7 @@ class _Run:
 
     def _write_config(self) -> None:
         (self.run_dir / rundir.DIVERGED).unlink(missing_ok=True)  # a new session: the old stop is history
-        saved = dataclasses.replace(self.cfg, out=str(self.run_dir), resume=None, overwrite=False)
+        saved = dataclasses.replace(self.specs.config, out=str(self.run_dir), resume=None, overwrite=False)
         runtime_info = {
             "device": str(self.rt.device),
             "precision": self.rt.precision,
@@ -200,13 +205,6 @@ class _Run:
             return self._execute()
 
     def _execute(self) -> RunResult:
-        cfg, rt = self.cfg, self.rt
-        self.progress = Progress(
-            cfg.progress if rt.is_main else "off",
-            total=self.total,
-            initial=self.it,
-            desc=f"{cfg.model} on {cfg.dataset}",
-        )
         for note in self.notes:
             (self.progress.warn if note.startswith("warning:") else self.progress.message)(note)
         self.started = time.perf_counter()
@@ -217,7 +215,7 @@ class _Run:
                 self._steps(guard)
         except NonFiniteStep as err:
             diverged = self._diverged(err.iteration)
-            if rt.is_main:
+            if self.rt.is_main:
                 record = {
                     "iteration": err.iteration,
                     "message": str(diverged),
@@ -228,7 +226,8 @@ class _Run:
         except (RuntimeError, MemoryError) as err:  # torch.OutOfMemoryError is a RuntimeError
             if not is_out_of_memory(err):
                 raise
-            raise oom_error(cfg.batch_size, rt.device, cfg.activation_checkpointing) from None
+            net = self.specs.net
+            raise oom_error(net.batch_size, self.rt.device, net.activation_checkpointing) from None
         finally:
             self.progress.close()
             self.loggers.close()
@@ -364,8 +363,8 @@ class _Run:
         train, test = self._evaluate(self.data.eval_train), self._evaluate(self.data.eval_test)
         result = RunResult(
             run_dir=self.run_dir,
-            model=self.cfg.model,
-            dataset=self.cfg.dataset,
+            model=self.specs.net.model,
+            dataset=self.specs.data.dataset,
             final_train_loss=train.loss,
             final_train_error=train.error,
             final_test_loss=test.loss,
@@ -380,6 +379,6 @@ class _Run:
         if self.rt.is_main:
             summary = {k: v for k, v in dataclasses.asdict(result).items() if k != "history"}
             summary.update(run_dir=str(self.run_dir), device=str(self.rt.device), precision=self.rt.precision)
-            summary.update(channels_last=self.rt.channels_last, compile=self.cfg.compile)
+            summary.update(channels_last=self.rt.channels_last, compile=self.specs.runtime.compile)
             rundir.atomic_write_json(self.run_dir / rundir.SUMMARY, summary)
         return result

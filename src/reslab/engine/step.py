@@ -14,8 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from reslab.engine.devices.runtime import Runtime, autocast
 from reslab.engine.guards import FiniteWatch, grads_finite
-from reslab.engine.runtime import Runtime, autocast
+from reslab.engine.optim import set_lr
 from reslab.errors import TrainingError
 
 
@@ -39,12 +40,6 @@ class StepState:
     label_smoothing: float = 0.0
     grad_clip: float | None = None
     scaler: torch.amp.GradScaler | None = None  # fp16 only
-
-
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    """The scheduled ``lr`` into every group, times the group's ``lr_scale`` (``--head-lr``; default 1)."""
-    for group in optimizer.param_groups:
-        group["lr"] = lr * group.get("lr_scale", 1.0)
 
 
 def train_step(

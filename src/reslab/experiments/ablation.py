@@ -22,8 +22,8 @@ from reslab.experiments.degradation import model_name
 from reslab.experiments.paper_tables import paper_error, paper_note
 from reslab.experiments.results import Row, RunRecord, SweepResult, aggregate, write_results
 from reslab.experiments.sweep import Job, OnRun, Say, check_sweep_file, in_sweep_folder, run_jobs
-from reslab.experiments.sweep_config import PER_RUN, SweepFlags, SweepSettings
-from reslab.settings import overrides_class, setting
+from reslab.experiments.sweep_config import SweepSettings
+from reslab.settings import setting
 
 SWEEP_FILE = "ablate.json"
 
@@ -41,25 +41,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "full_preact": {"placement": "full_preact"},  # Fig. 4(e)
 }
 
-# The CPU default must finish in <= 10 min on a 2-core CPU and show, over seeds, the identity beating constant
-# scaling and the dropout shortcut on final training error (every calibration run is in
-# benchmarks/calibration/ablate/ABLATE.md).
-# Same recipe as `reslab compare` (batch 128, no label smoothing, 1-epoch warm-up then cosine). Final training
-# error in %, mean ± std over 3 seeds (one seed where marked):
-#   depth, epochs   identity      scaling       dropout        time (2 cores)
-#   20, 3           1.78 ± 0.12   3.98 ± 0.47   25.7 ± 4.3     144 s
-#   20, 4           0.88 ± 0.04   1.46 ± 0.10   4.80 ± 0.47    173 s
-#   20, 6           0.13 ± 0.01   0.33 ± 0.04   2.87 ± 0.49    239 s
-#   32, 3           3.38 ± 1.49   4.03 ± 0.90   38.6 ± 19.0    207 s  (scaling not separated)
-#   44, 3           7.45 ± 4.47   12.8 ± 9.3    64.5 ± 30.6    274 s  (scaling not separated)
-#   56, 5 (1 seed)  2.85          5.20          19.45          194 s for 3 runs
-#   110 at widen 0.5, 3 epochs (1 seed): identity 55.7, scaling 88.0, dropout 90.0: nothing has trained yet
-# Why depth 20, 6 epochs: deeper nets are not trained after the epochs a 10-minute budget allows, and their
-# seed noise hides the scaled shortcut (32 and 44 layers); at 20 layers the identity fits the training set
-# (0.13%) while constant scaling stays 2.5x higher on every seed and dropout 20x. The test errors of identity
-# and scaling are the same (2.77 ± 0.32%): on this data the scaled shortcut costs optimisation, not accuracy.
+# The CPU default shows, over seeds, the identity beating constant scaling and the dropout shortcut on final
+# training error within a 10-minute budget on a 2-core CPU. Depth 20 and 6 epochs: deeper nets are not
+# trained in the epochs that budget allows, and their seed noise hides the scaled shortcut; at 20 layers the
+# identity fits the training set while the variants stay above it on every seed. Every calibration run, with
+# its command and table: benchmarks/calibration/ablate/ABLATE.md.
 PRESETS: dict[str, dict[str, Any]] = {
-    # mnist5k on a laptop CPU: identity vs constant scaling vs dropout shortcut, 3 seeds, about 4 minutes.
+    # mnist5k on a laptop CPU: identity vs constant scaling vs dropout shortcut, 3 seeds.
     "default": {
         "recipe": "default",
         "dataset": "mnist5k",
@@ -92,8 +80,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 @dataclass(kw_only=True)
-class _AblateSettings(SweepSettings):
-    """The sweep's own settings; the training settings are added from TrainConfig below."""
+class AblateGrid:
+    """The ablation sweep's own settings: which variants of which net, how many seeds."""
 
     variants: tuple[str, ...] | None = setting(
         None,
@@ -111,19 +99,25 @@ class _AblateSettings(SweepSettings):
         None, help="default: runs/ablate-resnet<d>-<dataset>-<hash of the settings>", metavar="DIR"
     )
 
+
+@dataclass(kw_only=True)
+class AblateConfig(SweepSettings, AblateGrid):
+    """One ablation sweep: its grid, the sweep flags, then every TrainConfig setting as an override of the
+    preset (None = the preset's value; see PRESETS)."""
+
     def resolve(self) -> AblateConfig:
         """Validate and fill every ``None`` from the preset; raises :class:`ConfigError` (one line)."""
-        preset, recipe, seeds = self._preset_choices(PRESETS)
-        epochs, iterations = self.epochs, self.iterations  # type: ignore[attr-defined]
+        preset, recipe, seeds = self._preset_choices(PRESETS, self.preset)
+        epochs, iterations = self.epochs, self.iterations
         if epochs is None and iterations is None:
             epochs = preset["epochs"]
         cfg = replace(
-            self,  # type: ignore[arg-type]
+            self,
             variants=tuple(self.variants if self.variants is not None else preset["variants"]),
             depth=preset["depth"] if self.depth is None else self.depth,
             widen=preset["widen"] if self.widen is None else self.widen,
             seeds=seeds,
-            dataset=self.dataset or preset["dataset"],  # type: ignore[attr-defined]
+            dataset=self.dataset or preset["dataset"],
             recipe=recipe,
             epochs=epochs,
             iterations=iterations,
@@ -137,7 +131,7 @@ class _AblateSettings(SweepSettings):
                 "variant instead, e.g. --variants identity,scaling:shortcut_scale=0.8"
             )
         check_variants(cfg.variants, cfg.depth, cfg.widen)
-        return cfg._finish(f"ablate-{cfg.model}", len(cfg.variants) * cfg.seeds)
+        return cfg._finish(f"ablate-{cfg.model}", len(cfg.variants) * seeds)
 
     @property
     def model(self) -> str:
@@ -163,27 +157,15 @@ class _AblateSettings(SweepSettings):
         )
 
     def first_run(self) -> TrainConfig:
-        return self.train_config(self.variants[0], seed=0, out=".")  # type: ignore[index]
+        return self.train_config(self.variants[0] if self.variants else "identity", seed=0, out=".")
 
     def grid(self) -> dict[str, Any]:
         variants = list(self.variants or ())
         return {"depth": self.depth, "widen": self.widen, "variants": variants, "seeds": self.seeds}
 
-    def effective(self) -> Any:
+    def effective(self) -> AblateConfig:
         # The baseline's own variant options stay in --variants, not in every run's model options.
-        return replace(super().effective(), model_kwargs=self.model_kwargs)  # type: ignore[attr-defined]
-
-
-AblateConfig = overrides_class(
-    "AblateConfig",
-    _AblateSettings,
-    TrainConfig,
-    exclude=PER_RUN,
-    then=SweepFlags,
-    doc="One ablation sweep: the sweep's settings, then every TrainConfig setting as an override of the "
-    "preset (None = the preset's value; see PRESETS).",
-    module=__name__,
-)
+        return replace(super().effective(), model_kwargs=self.model_kwargs)
 
 
 def variant_options(variant: str) -> tuple[str, dict[str, Any]]:
@@ -222,13 +204,14 @@ def run_dir_name(variant: str, seed: int) -> str:
     return re.sub(r"[^A-Za-z0-9_.=+-]", "_", variant) + f"-s{seed}"
 
 
-def ablate_runs(cfg: Any) -> list[Job]:
+def ablate_runs(cfg: AblateConfig) -> list[Job]:
     """The sweep's runs in training order (call on a resolved config): seed by seed, the variants in the
     order given, so an interrupted multi-seed sweep already has a whole first picture."""
     jobs: list[Job] = []
     for seed in range(cfg.seeds):
         for variant in cfg.variants:
-            tcfg = cfg.train_config(variant, seed=seed, out=str(Path(cfg.out) / run_dir_name(variant, seed)))
+            out = str(Path(cfg.out or ".") / run_dir_name(variant, seed))
+            tcfg = cfg.train_config(variant, seed=seed, out=out)
             label = f"{cfg.model} {variant}"
             jobs.append(Job(len(jobs), variant, cfg.depth, seed, cfg.model, tcfg, label=label))
     return jobs
@@ -269,7 +252,7 @@ def separations(rows: list[Row], records: list[RunRecord]) -> list[Separation]:
     return [separation(base, r, errors[base.kind], errors[r.kind]) for r in rows[1:]]
 
 
-def verdict(cfg: Any, rows: list[Row], seps: list[Separation]) -> str:
+def verdict(cfg: AblateConfig, rows: list[Row], seps: list[Separation]) -> str:
     """One line: each variant's final training error against the baseline's, and whether it separates."""
     if not rows or rows[0].train_error.n == 0:
         return "verdict: the baseline did not train (diverged); nothing to compare against"
@@ -286,7 +269,7 @@ def verdict(cfg: Any, rows: list[Row], seps: list[Separation]) -> str:
     return head + "; ".join(parts) + (rule if seeds > 1 else "")
 
 
-def markdown_table(cfg: Any, rows: list[Row]) -> str:
+def markdown_table(cfg: AblateConfig, rows: list[Row]) -> str:
     """Mean ± std (%) over seeds, one line per variant, with the paper's figure for it where it has one, and
     where those figures come from."""
     head = (
@@ -320,7 +303,12 @@ class AblateResult(SweepResult):
 
 
 def ablate(
-    cfg: Any = None, /, *, on_run: OnRun | None = None, stream: TextIO | None = None, **settings: Any
+    cfg: AblateConfig | None = None,
+    /,
+    *,
+    on_run: OnRun | None = None,
+    stream: TextIO | None = None,
+    **settings: Any,
 ) -> AblateResult:
     """Run (or finish) the ablation sweep and write its outputs to ``cfg.out``.
 
@@ -328,13 +316,13 @@ def ablate(
     ``stream``, progress, Ctrl-C and resume behave as in :func:`~reslab.experiments.compare`.
     """
     started = time.perf_counter()
-    cfg = (replace(cfg, **settings) if cfg is not None else AblateConfig(**settings)).resolve()
+    resolved = (replace(cfg, **settings) if cfg is not None else AblateConfig(**settings)).resolve()
     return in_sweep_folder(
-        cfg, stream, "ablate sweep", lambda out, say: _sweep(cfg, out, say, on_run, started)
+        resolved, stream, "ablate sweep", lambda out, say: _sweep(resolved, out, say, on_run, started)
     )
 
 
-def _sweep(cfg: Any, out: Path, say: Say, on_run: OnRun | None, started: float) -> AblateResult:
+def _sweep(cfg: AblateConfig, out: Path, say: Say, on_run: OnRun | None, started: float) -> AblateResult:
     check_sweep_file(out, cfg.settings(), SWEEP_FILE)
     jobs = ablate_runs(cfg)
     what = f"{cfg.model}, {len(cfg.variants)} variants x {cfg.seeds} seed(s)"
@@ -352,7 +340,7 @@ def _sweep(cfg: Any, out: Path, say: Say, on_run: OnRun | None, started: float) 
 
 
 def _write_outputs(
-    cfg: Any, out: Path, records: list[RunRecord], rows: list[Row], seconds: float
+    cfg: AblateConfig, out: Path, records: list[RunRecord], rows: list[Row], seconds: float
 ) -> AblateResult:
     """results.json/.csv/.md, curves.png and errors.png; the result with the figures."""
     from reslab.plots import ablation_bars_figure, ablation_curves_figure, save_png

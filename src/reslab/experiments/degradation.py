@@ -26,9 +26,9 @@ from reslab.experiments.results import (
     verdict,
     write_results,
 )
-from reslab.experiments.sweep import Job, OnRun, check_sweep_file, in_sweep_folder, run_jobs
-from reslab.experiments.sweep_config import PER_RUN, SweepFlags, SweepSettings
-from reslab.settings import overrides_class, setting
+from reslab.experiments.sweep import Job, OnRun, Say, check_sweep_file, in_sweep_folder, run_jobs
+from reslab.experiments.sweep_config import SweepSettings
+from reslab.settings import setting
 
 Family = Literal["cifar", "mlp", "imagenet"]
 FAMILIES: tuple[str, ...] = ("cifar", "mlp", "imagenet")
@@ -108,8 +108,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 @dataclass(kw_only=True)
-class _SweepSettings(SweepSettings):
-    """The sweep's own settings; the training settings are added from TrainConfig below."""
+class CompareGrid:
+    """The depth sweep's own settings: which nets, at which depths, how many seeds."""
 
     family: Family = setting(
         "cifar", help="cifar: plain<d>/resnet<d> (6n+2); mlp: plainmlp<d>/resmlp<d>; imagenet"
@@ -130,22 +130,28 @@ class _SweepSettings(SweepSettings):
         None, help="default: runs/compare-<family>-<dataset>-<hash of the settings>", metavar="DIR"
     )
 
+
+@dataclass(kw_only=True)
+class CompareConfig(SweepSettings, CompareGrid):
+    """One depth sweep: its grid, the sweep flags, then every TrainConfig setting as an override of the
+    preset (None = the preset's value; see PRESETS)."""
+
     def resolve(self) -> CompareConfig:
         """Validate and fill every ``None`` from the preset; raises :class:`ConfigError` (one line)."""
         if self.family not in FAMILIES:
             raise ConfigError(f"unknown --family {self.family!r}; choose one of {', '.join(FAMILIES)}")
-        preset, recipe, seeds = self._preset_choices(PRESETS)
+        preset, recipe, seeds = self._preset_choices(PRESETS, self.preset)
         depths = tuple(self.depths) if self.depths is not None else preset["depths"][self.family]
         check_depths(self.family, depths)
-        epochs, iterations = self.epochs, self.iterations  # type: ignore[attr-defined]
+        epochs, iterations = self.epochs, self.iterations
         if epochs is None and iterations is None:
             epochs = preset["epochs"][self.family]
         cfg = replace(
-            self,  # type: ignore[arg-type]
+            self,
             seeds=seeds,
             devices=self.devices or _cpu_processes(preset, self),
             depths=tuple(sorted(depths)),
-            dataset=self.dataset or preset["dataset"],  # type: ignore[attr-defined]
+            dataset=self.dataset or preset["dataset"],
             recipe=recipe,
             epochs=epochs,
             iterations=iterations,
@@ -160,7 +166,8 @@ class _SweepSettings(SweepSettings):
         return TrainConfig.from_recipe(self.recipe or "default", model=model, seed=seed, out=out, **given)
 
     def first_run(self) -> TrainConfig:
-        return self.train_config(model_name(self.family, self.depths[0], residual=True), seed=0, out=".")  # type: ignore[index]
+        depth = self.depths[0] if self.depths else 0  # resolved: the depths are set
+        return self.train_config(model_name(self.family, depth, residual=True), seed=0, out=".")
 
     def settings_run(self) -> TrainConfig:
         return self.train_config("model", seed=0, out=".")
@@ -169,21 +176,9 @@ class _SweepSettings(SweepSettings):
         return {"family": self.family, "depths": list(self.depths or ()), "seeds": self.seeds}
 
 
-CompareConfig = overrides_class(
-    "CompareConfig",
-    _SweepSettings,
-    TrainConfig,
-    exclude=PER_RUN,
-    then=SweepFlags,
-    doc="One depth sweep: the sweep's settings, then every TrainConfig setting as an override of the preset "
-    "(None = the preset's value; see PRESETS).",
-    module=__name__,
-)
-
-
-def _cpu_processes(preset: dict[str, Any], cfg: Any) -> tuple[str, ...] | None:
+def _cpu_processes(preset: dict[str, Any], cfg: CompareConfig) -> tuple[str, ...] | None:
     """The preset's parallel CPU runs (``cpu_processes``), when this sweep trains on the CPU."""
-    from reslab.engine.runtime import resolve_device
+    from reslab.engine.devices.runtime import resolve_device
 
     n = preset.get("cpu_processes")
     if not n or resolve_device(cfg.device or "auto").type != "cpu":
@@ -223,15 +218,15 @@ def run_cost(job: Job) -> float:
     return job.depth + 6.0 if job.model.endswith(f"mlp{job.depth}") else float(job.depth)
 
 
-def compare_runs(cfg: Any) -> list[Job]:
+def compare_runs(cfg: CompareConfig) -> list[Job]:
     """The sweep's runs in training order (call on a resolved config): seed by seed, shallow to deep, plain
     then residual twin. Seed-major, so an interrupted multi-seed sweep already has a whole first picture."""
     jobs: list[Job] = []
-    for seed in range(cfg.seeds):
-        for depth in cfg.depths:
+    for seed in range(cfg.seeds or 1):
+        for depth in cfg.depths or ():
             for residual in (False, True):
                 model = model_name(cfg.family, depth, residual=residual)
-                tcfg = cfg.train_config(model, seed=seed, out=str(Path(cfg.out) / f"{model}-s{seed}"))
+                tcfg = cfg.train_config(model, seed=seed, out=str(Path(cfg.out or ".") / f"{model}-s{seed}"))
                 kind = "residual" if residual else "plain"
                 jobs.append(Job(len(jobs), kind, depth, seed, model, tcfg))
     return jobs
@@ -250,7 +245,12 @@ class CompareResult(SweepResult):
 
 
 def compare(
-    cfg: Any = None, /, *, on_run: OnRun | None = None, stream: TextIO | None = None, **settings: Any
+    cfg: CompareConfig | None = None,
+    /,
+    *,
+    on_run: OnRun | None = None,
+    stream: TextIO | None = None,
+    **settings: Any,
 ) -> CompareResult:
     """Run (or finish) the depth sweep and write its outputs to ``cfg.out``.
 
@@ -261,13 +261,13 @@ def compare(
     leaves the run in progress with a checkpoint, and calling again resumes it.
     """
     started = time.perf_counter()
-    cfg = (replace(cfg, **settings) if cfg is not None else CompareConfig(**settings)).resolve()
+    resolved = (replace(cfg, **settings) if cfg is not None else CompareConfig(**settings)).resolve()
     return in_sweep_folder(
-        cfg, stream, "compare sweep", lambda out, say: _sweep(cfg, out, say, on_run, started)
+        resolved, stream, "compare sweep", lambda out, say: _sweep(resolved, out, say, on_run, started)
     )
 
 
-def _sweep(cfg: Any, out: Path, say: Any, on_run: OnRun | None, started: float) -> CompareResult:
+def _sweep(cfg: CompareConfig, out: Path, say: Say, on_run: OnRun | None, started: float) -> CompareResult:
     check_sweep_file(out, cfg.settings(), SWEEP_FILE)
     jobs = compare_runs(cfg)
     what = f"{cfg.family} depths {','.join(map(str, cfg.depths))} x plain/residual x {cfg.seeds} seed(s)"
@@ -284,7 +284,7 @@ def _sweep(cfg: Any, out: Path, say: Any, on_run: OnRun | None, started: float) 
     return _write_outputs(cfg, out, records, time.perf_counter() - started)
 
 
-def _write_outputs(cfg: Any, out: Path, records: list[RunRecord], seconds: float) -> CompareResult:
+def _write_outputs(cfg: CompareConfig, out: Path, records: list[RunRecord], seconds: float) -> CompareResult:
     """results.json/.csv/.md, curves.png and error_vs_depth.png; the result with the figures."""
     from reslab.plots import compare_curves_figure, error_vs_depth_figure, save_png
 

@@ -263,7 +263,7 @@ def write_results(
 ) -> dict[str, Path]:
     """``results.json`` (one entry per run, NaN as null, then ``extra``'s keys), ``results.csv`` (the runs'
     fields); their paths."""
-    from reslab.engine.rundir import strict_json
+    from reslab.engine.store.rundir import strict_json
 
     paths = {"results.json": out / "results.json", "results.csv": out / "results.csv"}
     entries = [r.to_dict() for r in records]

@@ -2,7 +2,7 @@
 
 For a sweep of small CIFAR nets this beats data-parallel runs: a batch of 128 split over 8 GPUs leaves every
 GPU launch-bound while the all-reduce dominates, whereas N independent runs finish an N-GPU sweep about N
-times sooner. Each run is a :mod:`reslab.engine.worker` process pinned to its GPU with
+times sooner. Each run is a :mod:`reslab.engine.devices.worker` process pinned to its GPU with
 ``CUDA_VISIBLE_DEVICES``.
 """
 
@@ -19,8 +19,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from reslab.engine import TrainConfig
-from reslab.engine.rundir import DIVERGED
-from reslab.engine.runs import read_run_result
+from reslab.engine.store.rundir import DIVERGED
+from reslab.engine.store.runs import read_run_result
 from reslab.errors import ConfigError, TrainingError
 
 OnDone = Callable[[int, object], None]
@@ -91,7 +91,7 @@ def _run_one(cfg: TrainConfig, device: str, cpu_share: int) -> tuple[int, object
     cfg = replace(cfg, device=kind, progress="off")  # type: ignore[arg-type]
     if kind == "cpu" and cfg.num_threads is None:
         cfg = replace(cfg, num_threads=cpu_share)
-    cmd = [sys.executable, "-m", "reslab.engine.worker", json.dumps(cfg.to_dict())]
+    cmd = [sys.executable, "-m", "reslab.engine.devices.worker", json.dumps(cfg.to_dict())]
     proc = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if proc.returncode == 3 and (Path(str(cfg.out)) / DIVERGED).is_file():
         return 0, None, ""  # a run that diverged is a result of the sweep, recorded in its directory

@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
 from reslab.engine import TrainConfig, train
-from reslab.engine import rundir as rd
-from reslab.engine.checkpoint import list_checkpoints
-from reslab.engine.runs import read_run_config
+from reslab.engine.store import rundir as rd
+from reslab.engine.store.checkpoint import list_checkpoints
+from reslab.engine.store.runs import read_run_config
 from reslab.errors import CheckpointError, ConfigError, DivergedError
 from reslab.experiments.results import RunRecord
 from reslab.settings import fields_of
@@ -154,7 +154,7 @@ def record_of(job: Job, summary: dict[str, Any], history: list[dict[str, Any]]) 
 
 def reuse(job: Job) -> RunRecord | None:
     """The finished run's record, or None when its summary.json is unreadable (it is then resumed)."""
-    from reslab.engine.runs import read_run_result
+    from reslab.engine.store.runs import read_run_result
 
     try:
         result = read_run_result(job.run_dir)

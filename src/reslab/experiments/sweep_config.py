@@ -1,34 +1,93 @@
 """What the configs of every sweep share (``compare``'s depths, ``ablate``'s variants).
 
-A sweep config holds its own grid (declared by the subclass) and, added by
-:func:`reslab.settings.overrides_class`, every :class:`~reslab.engine.TrainConfig` setting as an optional
-override of a preset. This base declares the sweep settings both sweeps take, checks a preset's choice of
-recipe, seeds and length, and derives from a resolved config: the TrainConfig of each run, the settings that
-fix the results (kept in the sweep's JSON file, hashed into the default ``--out``), and the effective
-settings that ``--print-config`` shows.
+A sweep config is a dataclass of three parts, in this order: its own grid (declared by the sweep), the
+:class:`SweepFlags` every sweep takes, and :class:`TrainOverrides`, every
+:class:`~reslab.engine.TrainConfig` setting (but the per-run ones) as an optional override of a preset.
+:class:`SweepSettings` checks a preset's choice of recipe, seeds and length, and derives from a resolved
+config: the TrainConfig of each run, the settings that fix the results (kept in the sweep's JSON file, hashed
+into the default ``--out``), and the effective settings that ``--print-config`` shows.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from reslab.engine import RECIPES, TrainConfig
+from reslab.engine.config import Augment, Device, Normalize, Precision, Progress, Schedule, Warmup
 from reslab.errors import ConfigError
 from reslab.experiments.sweep import comparable
-from reslab.settings import fields_of, setting
+from reslab.settings import field_default, fields_of, setting
 
 # Set per run by the sweep itself, so not overridable.
 PER_RUN = ("model", "seed", "out", "resume", "overwrite")
 
 
+def override(name: str) -> Any:
+    """A sweep's optional override of the TrainConfig setting ``name`` (None: the preset's value), with
+    TrainConfig's own help, flag and rules (the help shows TrainConfig's default)."""
+    f = next(f for f in fields_of(TrainConfig) if f.name == name)
+    return dataclasses.field(default=None, metadata={**f.metadata, "train_default": field_default(f)})
+
+
+@dataclass(kw_only=True)
+class TrainOverrides:
+    """Every :class:`~reslab.engine.TrainConfig` setting but the per-run ones (``PER_RUN``), None = the
+    preset's value. The same names and types as TrainConfig's, each optional; a test keeps them in step."""
+
+    dataset: str | None = override("dataset")
+    model_kwargs: dict[str, Any] | None = override("model_kwargs")
+    data_dir: str | None = override("data_dir")
+    download: bool | None = override("download")
+    val_split: int | None = override("val_split")
+    split_seed: int | None = override("split_seed")
+    epochs: int | None = override("epochs")
+    iterations: int | None = override("iterations")
+    batch_size: int | None = override("batch_size")
+    lr: float | None = override("lr")
+    momentum: float | None = override("momentum")
+    nesterov: bool | None = override("nesterov")
+    weight_decay: float | None = override("weight_decay")
+    label_smoothing: float | None = override("label_smoothing")
+    grad_clip: float | None = override("grad_clip")
+    schedule: Schedule | None = override("schedule")
+    milestones: tuple[float, ...] | None = override("milestones")
+    gamma: float | None = override("gamma")
+    warmup_epochs: float | None = override("warmup_epochs")
+    warmup_iters: int | None = override("warmup_iters")
+    warmup: Warmup | None = override("warmup")
+    warmup_lr: float | None = override("warmup_lr")
+    warmup_until_error: float | None = override("warmup_until_error")
+    warmup_min_depth: int | None = override("warmup_min_depth")
+    normalize: Normalize | None = override("normalize")
+    augment: Augment | None = override("augment")
+    image_size: int | None = override("image_size")
+    data_memory_gib: float | None = override("data_memory_gib")
+    data_workers: int | None = override("data_workers")
+    init_from: str | None = override("init_from")
+    freeze: str | None = override("freeze")
+    head_lr: float | None = override("head_lr")
+    device: Device | None = override("device")
+    precision: Precision | None = override("precision")
+    channels_last: bool | None = override("channels_last")
+    compile: bool | None = override("compile")
+    activation_checkpointing: bool | None = override("activation_checkpointing")
+    num_threads: int | None = override("num_threads")
+    sync_bn: bool | None = override("sync_bn")
+    dist_timeout_s: float | None = override("dist_timeout_s")
+    eval_every: int | None = override("eval_every")
+    progress: Progress | None = override("progress")
+    logger: tuple[str, ...] | None = override("logger")
+
+
 @dataclass(kw_only=True)
 class SweepFlags:
-    """The settings of every sweep besides its grid, placed after it (``overrides_class(..., then=)``)."""
+    """The settings of every sweep besides its grid and the training settings."""
 
     recipe: str | None = setting(None, help="training recipe under the preset's settings (default, paper)")
     devices: tuple[str, ...] | None = setting(
@@ -46,40 +105,44 @@ class SweepFlags:
     )
 
 
-class SweepSettings:
-    """What every sweep config does (a mixin of its dataclass, which declares ``preset``, ``seeds``,
-    ``out`` and its grid; :class:`SweepFlags` and the training settings are added after those)."""
+_S = TypeVar("_S", bound="SweepSettings")
 
-    recipe: str | None
-    devices: tuple[str, ...] | None
-    run_index: int | None
 
-    def _preset_choices(self, presets: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], str, int]:
+class SweepSettings(TrainOverrides, SweepFlags):
+    """What every sweep config does. A sweep declares ``class XConfig(SweepSettings, XGrid)`` with
+    ``@dataclass(kw_only=True)``: the fields then come in the order grid, sweep flags, training settings
+    (that of ``--help``)."""
+
+    seeds: int | None  # the grid's: seeds 0..N-1 of every point
+    out: str | None  # the grid's: the sweep folder
+
+    def _preset_choices(
+        self, presets: dict[str, dict[str, Any]], preset_name: str
+    ) -> tuple[dict[str, Any], str, int]:
         """The chosen preset, recipe and number of seeds, after the checks every sweep makes."""
-        preset_name: str = self.preset  # type: ignore[attr-defined]
         if preset_name not in presets:
             raise ConfigError(f"unknown --preset {preset_name!r}; choose one of {', '.join(presets)}")
         preset = presets[preset_name]
         recipe = self.recipe or preset["recipe"]
         if recipe not in RECIPES:
             raise ConfigError(f"unknown --recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
-        seeds = self.seeds if self.seeds is not None else preset.get("seeds", 1)  # type: ignore[attr-defined]
+        seeds = self.seeds if self.seeds is not None else preset.get("seeds", 1)
         if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
             raise ConfigError(f"--seeds must be a positive integer, got {seeds}")
-        if self.epochs is not None and self.iterations is not None:  # type: ignore[attr-defined]
+        if self.epochs is not None and self.iterations is not None:
             raise ConfigError("give at most one of --epochs or --iterations")
         if self.devices is not None and (not self.devices or not all(self.devices)):
             raise ConfigError("--devices is empty; give e.g. --devices cuda:0,cuda:1")
         return preset, recipe, seeds
 
-    def _finish(self, prefix: str, runs: int) -> Any:
+    def _finish(self: _S, prefix: str, runs: int) -> _S:
         """A resolved config: the first run's TrainConfig validated, the default ``--out``
         (``runs/<prefix>-<dataset>-<hash of the settings>``) filled in, ``--run-index`` checked."""
         self.first_run().validate()
         cfg = self
-        if cfg.out is None:  # type: ignore[attr-defined]
-            safe = str(cfg.dataset).replace(":", "_").replace("/", "_")  # type: ignore[attr-defined]
-            cfg = replace(cfg, out=str(Path("runs") / f"{prefix}-{safe}-{cfg.settings_hash()}"))  # type: ignore[call-arg]
+        if cfg.out is None:
+            safe = str(cfg.dataset).replace(":", "_").replace("/", "_")
+            cfg = replace(cfg, out=str(Path("runs") / f"{prefix}-{safe}-{cfg.settings_hash()}"))
         if cfg.run_index is not None and not 0 <= cfg.run_index < runs:
             raise ConfigError(
                 f"--run-index {cfg.run_index} is outside this sweep's runs 0..{runs - 1}; see --list-runs"
@@ -110,12 +173,12 @@ class SweepSettings:
         """The sweep's own axes, as kept in its JSON file."""
         raise NotImplementedError
 
-    def effective(self) -> Any:
+    def effective(self: _S) -> _S:
         """This resolved config with every training setting at the value each run of the sweep gets (the
         preset's included): what ``--print-config`` shows, and a config file that gives the same sweep."""
         run = self.first_run()
         fields = {f.name: getattr(run, f.name) for f in fields_of(TrainConfig) if f.name not in PER_RUN}
-        return replace(self, **fields)  # type: ignore[arg-type]
+        return replace(self, **fields)
 
     def settings(self) -> dict[str, Any]:
         """What fixes the results (call on a resolved config): the grid and the effective training config.

@@ -2,13 +2,15 @@
 
 Three layers, as in torchvision's ``resnet.py``: conv helpers and shortcuts, then the blocks.
 
-Every block follows one pattern::
+Every convolutional block's ``forward`` follows one pattern, torchvision's::
 
-    identity = x if self.downsample is None else self.downsample(x)   # the shortcut, line 1
-    out = ...branch...                                                 # F(x)
-    out = self.branch_out(out)                                         # hook point: F(x) before the add
-    if self.residual:
-        out = out + identity                                           # the shortcut, line 2
+    identity = self.shortcut(x)         # h(x): x itself, or option A/B/C's projection where the shape changes
+    out = ...branch...                  # F(x)
+    out = self.branch_out(out)          # hook point: F(x) before the addition
+    if not self.residual:
+        return F.relu(out)              # the plain twin: the same layers, nothing added
+    out = out + identity                # the skip connection
+    return self.relu(out)               # post-activation blocks; pre-activation ones add nothing after
 
 With ``residual=False`` (the plain twin) a block has exactly the same branch layers and no shortcut module at
 all: nothing is added, and no projection exists. For option A (the paper's CIFAR default) the shortcut has no
@@ -17,9 +19,8 @@ plain twin has fewer parameters, by the projections it does not need.
 
 ``branch_out`` is a parameter-free ``nn.Identity``: register a forward hook on it to read the residual
 branch's output F(x) (before the addition and before any final ReLU) without changing any state_dict key.
-The addition (``ResidualUnit.add``) writes the sum into F(x)'s tensor, as torchvision does, only while no
-hook is registered on the unit, any module in it, or globally: a tensor a hook was given is never
-overwritten by the sum.
+The sum is a new tensor, so a hook's saved F(x) is never overwritten (writing it into F(x)'s tensor, as
+torchvision's ``out += identity`` does, measured within 1% of a step: BENCHMARKS.md).
 
 The ablations of He et al. 2016 ("Identity Mappings", sec. 3-4) are block options too: a ``variant``
 (:class:`~reslab.models.identity_mappings.ShortcutVariant`) replaces the identity ``h(x) = x`` of
@@ -34,7 +35,6 @@ from typing import TYPE_CHECKING, Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.modules import module as _module_hooks
 
 from reslab.errors import ConfigError
 
@@ -210,11 +210,11 @@ class ResidualDenseBlock(nn.Module):
 
 
 class ResidualUnit(nn.Module):
-    """What every convolutional unit shares: the shortcut path, the ``branch_out`` tap and the addition.
+    """What every convolutional unit shares: the shortcut path ``h(x)`` and the ``branch_out`` tap.
 
-    The skip connection is :meth:`add`: ``h(x) + F(x)`` (``h`` the identity, or option A/B/C's projection
-    where the shape changes, or a shortcut function of He et al. 2016, Fig. 2). A plain twin
-    (``residual=False``) has no shortcut path at all.
+    ``h`` is the identity, or option A/B/C's projection where the shape changes; ``modulation`` (He et al.
+    2016, Fig. 2) rescales h(x) and F(x) before the sum. A plain twin (``residual=False``) has no shortcut
+    path at all. The sum itself is written out in each block's ``forward``.
     """
 
     residual: bool
@@ -250,48 +250,6 @@ class ResidualUnit(nn.Module):
             return x
         return self.downsample(x if pre is None else _shortcut_input(self.downsample, x, pre))
 
-    def add(
-        self, x: torch.Tensor, identity: torch.Tensor, branch: torch.Tensor, *, in_place: bool = False
-    ) -> torch.Tensor:
-        """The skip connection: ``h(x) + F(x)`` (what follows it, a ReLU or nothing, is the unit's).
-
-        ``in_place``: the caller's branch ends in a BN or a conv, whose backward does not read its output, so
-        the sum may go into F(x)'s own tensor (torchvision's ``out += identity``: one activation less to
-        allocate and write). Done only when nothing could hold F(x) or wrap it: no hook of any kind on this
-        unit or any module in it (``branch_out``, the analyses' hook point, the last BN or conv, ...) and no
-        global module hook; a real tensor (not an FX proxy) of the same shape and dtype (no broadcast, no
-        type promotion).
-        """
-        if self.modulation is not None:  # He et al. 2016, Fig. 2(b)-(f): h(x) and F(x) rescaled
-            identity, branch = self.modulation(x, identity, branch)
-        elif in_place and _same_kind(branch, identity) and _unobserved(self):
-            return branch.add_(identity)
-        return branch + identity
-
-
-def _unobserved(unit: nn.Module) -> bool:
-    """No hook, of ``unit`` or of any module in it, and no global module hook, could see F(x)."""
-    g = _module_hooks
-    if g._global_forward_hooks or g._global_forward_pre_hooks:
-        return False
-    if g._global_backward_hooks or g._global_backward_pre_hooks:
-        return False
-    stack: list[nn.Module | None] = [unit]
-    while stack:  # every module in the unit, without modules()'s bookkeeping (this runs every forward)
-        m = stack.pop()
-        if m is None:
-            continue
-        if m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks:
-            return False
-        stack.extend(m._modules.values())
-    return True
-
-
-def _same_kind(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """Two real tensors (an FX proxy has no shape to compare) of one shape and dtype."""
-    real = isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)
-    return real and a.shape == b.shape and a.dtype == b.dtype
-
 
 class BasicBlock(ResidualUnit):
     """Two 3x3 convs, post-activation (He et al. 2015, Fig. 2 / Fig. 5 left): ``relu(F(x) + x)``."""
@@ -326,7 +284,10 @@ class BasicBlock(ResidualUnit):
         out = self.branch_out(out)
         if not self.residual:
             return F.relu(out)  # not in place: a hook's saved F(x) must not be overwritten
-        return self.relu(self.add(x, identity, out, in_place=True))  # a[l+2] = g(F(x) + x)
+        if self.modulation is not None:  # He et al. 2016, Fig. 2: h(x) and F(x) rescaled
+            identity, out = self.modulation(x, identity, out)
+        out = out + identity  # the skip connection: F(x) + x
+        return self.relu(out)  # a[l+2] = g(F(x) + x)
 
     def zero_init_last(self) -> None:
         nn.init.zeros_(self.bn2.weight)
@@ -374,7 +335,8 @@ class Bottleneck(ResidualUnit):
         out = self.branch_out(out)
         if not self.residual:
             return F.relu(out)  # not in place: a hook's saved F(x) must not be overwritten
-        return self.relu(self.add(x, identity, out, in_place=True))
+        out = out + identity  # the skip connection: F(x) + x
+        return self.relu(out)
 
     def zero_init_last(self) -> None:
         nn.init.zeros_(self.bn3.weight)
@@ -418,7 +380,10 @@ class PreActBasicBlock(ResidualUnit):
         out = self.conv1(pre)
         out = self.conv2(self.dropout(self.relu(self.bn2(out))))  # F(x): (B, C_out, H', W')
         out = self.branch_out(out)
-        return self.add(x, identity, out, in_place=True) if self.residual else out  # x + F(x), nothing after
+        if not self.residual:
+            return out
+        out = out + identity  # the skip connection: x + F(x), nothing after it
+        return out
 
     def zero_init_last(self) -> None:
         nn.init.zeros_(self.conv2.weight)  # no BN ends a pre-activation branch (as timm's zero_init_last)
@@ -459,7 +424,10 @@ class PreActBottleneck(ResidualUnit):
         out = self.conv2(self.relu(self.bn2(out)))
         out = self.conv3(self.relu(self.bn3(out)))  # F(x): (B, 4*planes, H', W')
         out = self.branch_out(out)
-        return self.add(x, identity, out, in_place=True) if self.residual else out
+        if not self.residual:
+            return out
+        out = out + identity  # the skip connection: x + F(x), nothing after it
+        return out
 
     def zero_init_last(self) -> None:
         nn.init.zeros_(self.conv3.weight)

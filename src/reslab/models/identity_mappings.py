@@ -203,7 +203,9 @@ class ReorderedBasicBlock(ResidualUnit):
             out = getattr(self, name)(out)  # F(x): (B, C_out, H', W')
         out = self.branch_out(out)
         if self.residual:
-            out = self.add(x, identity, out)
+            if self.modulation is not None:  # Fig. 2: h(x) and F(x) rescaled
+                identity, out = self.modulation(x, identity, out)
+            out = out + identity  # the skip connection
         for name in self.after_ops:  # f: ReLU (a), BN-ReLU (b), nothing (c)-(e)
             out = getattr(self, name)(out)
         return out

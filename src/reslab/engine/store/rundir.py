@@ -27,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from reslab.engine.specs import OutputSpec
 from reslab.errors import ConfigError, StorageError
 from reslab.files import MAX_METRICS_BYTES, read_bounded
 
@@ -223,6 +224,17 @@ def check_free_space(path: Path, need: int) -> None:
             f"{path} has {free / 2**20:.1f} MiB free but this run's checkpoints need "
             f"~{need / 2**20:.1f} MiB; free some disk space or choose another --out"
         )
+
+
+def open_run_dir(spec: OutputSpec, *, is_main: bool = True, model: str, dataset: str) -> Path:
+    """The run directory: the resumed one, or a new one (refused when it holds a run, unless overwrite)."""
+    if spec.resume is not None:
+        run = Path(spec.resume).expanduser()
+        if is_main:
+            check_writable(run)
+        return run
+    out = Path(spec.out).expanduser() if spec.out else default_run_dir(model, dataset)
+    return prepare_new_run_dir(out, overwrite=spec.overwrite) if is_main else out
 
 
 def prepare_new_run_dir(path: Path, *, overwrite: bool) -> Path:

@@ -2,9 +2,9 @@
 
 :func:`launch_torchrun` runs torchrun's own launcher (``torch.distributed.run``: the elastic agent, a
 standalone c10d rendezvous on a free port, ``--max-restarts 0``) in this process, with the workers running
-:mod:`reslab.engine.worker` on the checked config. It is exactly::
+:mod:`reslab.engine.devices.worker` on the checked config. It is exactly::
 
-    torchrun --standalone --nproc-per-node N --max-restarts 0 -m reslab.engine.worker CONFIG_JSON
+    torchrun --standalone --nproc-per-node N --max-restarts 0 -m reslab.engine.devices.worker CONFIG_JSON
 
 When a worker dies, the agent stops the others (SIGTERM, then SIGKILL) and we print one line naming the rank.
 """
@@ -18,7 +18,7 @@ import os
 import sys
 
 from reslab.engine.config import TrainConfig
-from reslab.engine.distributed import local_batch
+from reslab.engine.devices.distributed import local_batch
 from reslab.errors import ConfigError
 
 # Worker exit codes of the reslab CLI that carry meaning (2 = bad input, 3 = training failed, 130 = Ctrl-C).
@@ -34,7 +34,7 @@ def torchrun_args(cfg: TrainConfig, nproc: int) -> list[str]:
         "--max-restarts",
         "0",  # a dead worker ends the job: a restart would only replay the same failure
         "-m",
-        "reslab.engine.worker",
+        "reslab.engine.devices.worker",
         json.dumps(cfg.to_dict()),
     ]
 

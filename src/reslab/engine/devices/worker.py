@@ -1,4 +1,4 @@
-"""A training process started by reslab itself: ``python -m reslab.engine.worker CONFIG_JSON``.
+"""A training process started by reslab itself: ``python -m reslab.engine.devices.worker CONFIG_JSON``.
 
 ``reslab train --nproc N`` has torchrun start this module once per rank, and sweeps that train one run per
 device start it once per run; each gets the already checked :class:`TrainConfig` as JSON, so every process
@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from reslab.engine.config import TrainConfig
-from reslab.engine.distributed import SHARED_ERRORS, dist_env, leave
+from reslab.engine.devices.distributed import SHARED_ERRORS, dist_env, leave
 from reslab.engine.loop import RunResult, train
 from reslab.errors import ConfigError, ReslabError, report
 
@@ -43,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         if len(args) != 1:
-            raise ConfigError("usage: python -m reslab.engine.worker CONFIG_JSON")
+            raise ConfigError("usage: python -m reslab.engine.devices.worker CONFIG_JSON")
         try:
             data = json.loads(args[0])
         except ValueError:

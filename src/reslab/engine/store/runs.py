@@ -13,9 +13,9 @@ from typing import Any
 import torch
 
 from reslab.data.loader import Normalization
-from reslab.engine.checkpoint import load_latest_checkpoint
 from reslab.engine.config import TrainConfig
-from reslab.engine.rundir import CONFIG, WEIGHTS
+from reslab.engine.store.checkpoint import load_latest_checkpoint
+from reslab.engine.store.rundir import CONFIG, WEIGHTS
 from reslab.errors import CheckpointError, ConfigError, ReslabError
 from reslab.files import MAX_JSON_BYTES, read_text_bounded
 from reslab.models.weights import read_state_dict
@@ -71,7 +71,7 @@ class RunResult:
 
 def read_run_result(run_dir: Path) -> RunResult:
     """The :class:`RunResult` of a finished run, from its ``summary.json`` and ``metrics.jsonl``."""
-    from reslab.engine.rundir import METRICS, SUMMARY, read_jsonl
+    from reslab.engine.store.rundir import METRICS, SUMMARY, read_jsonl
 
     path = run_dir / SUMMARY
     try:

@@ -19,9 +19,9 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from reslab.engine import rundir
 from reslab.engine.config import TrainConfig
-from reslab.engine.runs import read_run_config
+from reslab.engine.store import rundir
+from reslab.engine.store.runs import read_run_config
 from reslab.errors import CheckpointError, ConfigError
 from reslab.settings import field_default, fields_of, flag_of
 

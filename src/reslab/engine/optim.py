@@ -1,12 +1,69 @@
-"""The learning rate as a pure function of the iteration: nothing to save, exact on resume."""
+"""Optimisation: SGD with momentum, its parameter groups, and the learning rate as a function of the step.
+
+Everything here reads one :class:`~reslab.engine.specs.OptimSpec`. The learning rate is a pure function of
+the step (:func:`lr_at` over an :class:`LrPlan`): nothing to save, exact on resume. The one exception is
+the paper's adaptive warm-up (:class:`AdaptiveWarmup`), whose end is measured and then fixed in the plan.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
-from reslab.engine.config import TrainConfig
+import torch
+from torch import nn
+
+from reslab.engine.specs import OptimSpec
+from reslab.errors import ConfigError
+
+HEAD = "fc."  # every reslab net's classifier, as torchvision's and timm's
+
+
+def make_sgd(model: nn.Module, spec: OptimSpec) -> torch.optim.SGD:
+    """SGD with momentum (He et al. 2015, Sec. 3.4) over the model's trainable parameters.
+
+    One update kernel for all parameters (``fused``) where the device has one, else torch's default. The
+    learning rate is set before every step by :func:`set_lr`; the groups carry only their ``lr_scale``.
+    """
+    groups = param_groups(model, spec)
+    kwargs: dict[str, Any] = dict(
+        lr=spec.lr, momentum=spec.momentum, nesterov=spec.nesterov, weight_decay=spec.weight_decay
+    )
+    devices = {p.device.type for g in groups for p in g["params"]}
+    if devices <= {"cpu", "cuda"}:
+        with contextlib.suppress(RuntimeError, ValueError, TypeError):  # a torch without fused SGD here
+            return torch.optim.SGD(groups, fused=True, **kwargs)
+    return torch.optim.SGD(groups, **kwargs)
+
+
+def trainable(model: nn.Module) -> list[nn.Parameter]:
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def param_groups(model: nn.Module, spec: OptimSpec) -> list[dict[str, Any]]:
+    """Every trainable parameter; with ``head_lr``, the classifier ``fc`` in a group of its own.
+
+    Each group's ``lr_scale`` multiplies the scheduled lr (:func:`set_lr`): ``--head-lr`` trains the head at
+    its own peak lr on the same schedule.
+    """
+    if spec.head_lr is None:
+        return [{"params": trainable(model), "lr_scale": 1.0}]
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    head = [p for n, p in named if n.startswith(HEAD)]
+    if not head:
+        raise ConfigError("--head-lr needs a classifier named fc; this model has none")
+    body = [p for n, p in named if not n.startswith(HEAD)]
+    groups = [{"params": body, "lr_scale": 1.0}] if body else []
+    return [*groups, {"params": head, "lr_scale": spec.head_lr / spec.lr}]
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """The scheduled ``lr`` into every group, times the group's ``lr_scale`` (``--head-lr``; default 1)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)
 
 
 @dataclass(frozen=True)
@@ -22,9 +79,9 @@ class LrPlan:
     milestones: tuple[float, ...]  # fractions of total (step schedule)
     gamma: float
 
-    def notes(self, cfg: TrainConfig) -> list[str]:
+    def notes(self, spec: OptimSpec) -> list[str]:
         """One line when a warm-up the user set explicitly leaves the run no decay at all."""
-        explicit = cfg.warmup_iters is not None or cfg.warmup_epochs is not None
+        explicit = spec.warmup_iters is not None or spec.warmup_epochs is not None
         if explicit and self.warmup_iters >= self.total and self.schedule != "step":
             return [
                 f"warning: the warm-up ({self.warmup_iters} iterations) covers the whole run of "
@@ -42,32 +99,33 @@ class LrPlan:
 DEFAULT_WARMUP_FRACTION = 0.2
 
 
-def make_plan(cfg: TrainConfig, *, total: int, steps_per_epoch: int, depth: int) -> LrPlan:
-    """Resolve warm-up length and schedule for ``cfg`` over ``total`` steps of a ``depth``-layer model."""
+def make_plan(spec: OptimSpec, *, steps_per_epoch: int, depth: int) -> LrPlan:
+    """Resolve run length, warm-up length and schedule for a ``depth``-layer model."""
+    total = spec.run_length(steps_per_epoch)
     # 1) warm-up length: explicit iterations win over epochs; the default (None) is one epoch, capped at
     #    DEFAULT_WARMUP_FRACTION of the run so that a short run still has its decay
-    if cfg.warmup_iters is not None:
-        warm = cfg.warmup_iters
-    elif cfg.warmup_epochs is not None:
-        warm = round(cfg.warmup_epochs * steps_per_epoch)
+    if spec.warmup_iters is not None:
+        warm = spec.warmup_iters
+    elif spec.warmup_epochs is not None:
+        warm = round(spec.warmup_epochs * steps_per_epoch)
     else:
         warm = min(steps_per_epoch, round(DEFAULT_WARMUP_FRACTION * total))
     # 2) the paper warms up only its 110-layer net (Sec. 4.2)
-    if depth < cfg.warmup_min_depth:
+    if depth < spec.warmup_min_depth:
         warm = 0
     # 3) one-cycle needs a rising phase: a quarter of the run when none is set
-    if cfg.schedule == "onecycle" and warm == 0:
+    if spec.schedule == "onecycle" and warm == 0:
         warm = max(1, total // 4)
     # 4) adaptive: the warm-up length is its longest; AdaptiveWarmup shortens it once the error has fallen
     return LrPlan(
         total=total,
-        base_lr=cfg.lr,
-        schedule=cfg.schedule,
+        base_lr=spec.lr,
+        schedule=spec.schedule,
         warmup_iters=min(warm, total),
-        warmup_lr=cfg.warmup_lr,
-        warmup=cfg.warmup,
-        milestones=tuple(cfg.milestones),
-        gamma=cfg.gamma,
+        warmup_lr=spec.warmup_lr,
+        warmup=spec.warmup,
+        milestones=tuple(spec.milestones),
+        gamma=spec.gamma,
     )
 
 
@@ -113,7 +171,7 @@ class AdaptiveWarmup:
         return plan.warmup == "adaptive" and self.ended_at is None and it < plan.warmup_iters
 
     def observe(self, plan: LrPlan, it: int, error: float) -> LrPlan:
-        """Record the error of step ``it``'s batch; the plan, with its warm-up ended when the window allows."""
+        """Record the error of step ``it``'s batch; the plan, its warm-up ended when the window allows."""
         self.errors = [*self.errors, error][-WARMUP_WINDOW:]
         running = sum(self.errors) / len(self.errors)
         if len(self.errors) == WARMUP_WINDOW and running < self.until_error:

@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from reslab.engine.rundir import (
+from reslab.engine.store.rundir import (
     CKPT_DIR,
     WEIGHTS,
     atomic_write_bytes,

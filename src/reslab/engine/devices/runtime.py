@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from reslab.engine.config import TrainConfig
+from reslab.engine.specs import RuntimeSpec
 from reslab.errors import ConfigError
 
 AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -79,10 +79,13 @@ def resolve_precision(name: str, device: torch.device) -> str:
     return "fp32"
 
 
-def resolve_runtime(cfg: TrainConfig, *, rank: int = 0, world_size: int = 1) -> Runtime:
-    device = resolve_device(cfg.device)
-    precision = resolve_precision(cfg.precision, device)
-    channels_last = cfg.channels_last if cfg.channels_last is not None else device.type in ("cpu", "cuda")
+def resolve_runtime(spec: RuntimeSpec, *, rank: int = 0, world_size: int = 1) -> Runtime:
+    """Device, precision and memory format of one process, "auto" resolved for this machine."""
+    if spec.num_threads:
+        torch.set_num_threads(spec.num_threads)
+    device = resolve_device(spec.device)
+    precision = resolve_precision(spec.precision, device)
+    channels_last = spec.channels_last if spec.channels_last is not None else device.type in ("cpu", "cuda")
     return Runtime(device, precision, channels_last, rank, world_size)
 
 

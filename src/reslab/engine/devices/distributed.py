@@ -1,7 +1,8 @@
 """Data-parallel training on PyTorch's own engine: torchrun env -> process group -> DDP, and back down.
 
 One process per device (``cuda:LOCAL_RANK`` with nccl; CPU processes with gloo), launched by ``torchrun`` (or
-``reslab train --nproc N``, see :mod:`reslab.engine.launch`). :func:`session` joins the group and leaves it;
+``reslab train --nproc N``, see :mod:`reslab.engine.devices.launch`). :func:`session` joins the group and
+leaves it;
 :func:`reslab.engine.train` enters it by itself when it sees torchrun's environment.
 
 The rules, in one place:
@@ -34,8 +35,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from reslab.engine.config import TrainConfig
-from reslab.engine.runtime import Runtime, resolve_runtime
+from reslab.engine.devices.runtime import Runtime, resolve_runtime
+from reslab.engine.specs import OutputSpec, RuntimeSpec
 from reslab.errors import CheckpointError, ConfigError, DataError, ReslabError, TrainingError
 
 # Errors every rank hits alike (same config, data and files): rank 0 reports them, the others stay quiet.
@@ -102,20 +103,20 @@ def _first_line(err: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def session(cfg: TrainConfig) -> Iterator[Runtime]:
+def session(spec: RuntimeSpec) -> Iterator[Runtime]:
     """Join torchrun's process group for one run; yield this rank's :class:`Runtime`; always leave it.
 
     Backend: nccl with one GPU per process (``cuda:LOCAL_RANK``) when the resolved device is CUDA, else gloo.
     Outside torchrun, or with one process, this is just :func:`resolve_runtime`.
     """
     env = dist_env()
-    base = resolve_runtime(cfg)
+    base = resolve_runtime(spec)
     if env is None or env.world_size == 1:
         yield base
         return
     if base.device.type == "mps":
         raise ConfigError("data-parallel training does not support MPS; use --device cpu or cuda")
-    local_batch(cfg.batch_size, env.world_size)
+    local_batch(spec.batch_size, env.world_size)
     # 1) one device per rank
     if base.device.type == "cuda":
         count = torch.cuda.device_count()
@@ -136,7 +137,7 @@ def session(cfg: TrainConfig) -> Iterator[Runtime]:
             backend,
             rank=env.rank,
             world_size=env.world_size,
-            timeout=timedelta(seconds=cfg.dist_timeout_s),
+            timeout=timedelta(seconds=spec.dist_timeout_s),
             device_id=device if backend == "nccl" else None,
         )
     except (RuntimeError, ValueError) as err:
@@ -155,7 +156,7 @@ def session(cfg: TrainConfig) -> Iterator[Runtime]:
             raise
         raise TrainingError(
             f"rank {env.rank}: lost contact with the other processes ({_first_line(err)}); another rank "
-            f"probably failed (see its message) or stalled past --dist-timeout {cfg.dist_timeout_s:g} s"
+            f"probably failed (see its message) or stalled past --dist-timeout {spec.dist_timeout_s:g} s"
         ) from None
     finally:
         with contextlib.suppress(Exception):  # after a peer's death teardown may fail: exiting matters more
@@ -185,20 +186,18 @@ def leave(code: int) -> NoReturn:
 
 
 def agree_run_dir(
-    cfg: TrainConfig,
-    rt: Runtime,
-    open_run_dir: Callable[..., tuple[Path, dict[str, Any] | None]],
-) -> tuple[Path, dict[str, Any] | None]:
+    spec: OutputSpec, rt: Runtime, open_run_dir: Callable[..., Path], *, model: str, dataset: str
+) -> Path:
     """Rank 0 opens (creates) the run directory; the others use the path it broadcasts.
 
     Needed because the default name holds a timestamp that ranks could compute a second apart; and a refusal
     (``--out`` holds a run...) reaches every rank, so none waits forever for rank 0.
     """
     message: list[Any] = [None, None]  # [run_dir, error text]
-    run_dir, saved, failure = Path(), None, None
+    run_dir, failure = Path(), None
     if rt.is_main:
         try:
-            run_dir, saved = open_run_dir(cfg, is_main=True)
+            run_dir = open_run_dir(spec, is_main=True, model=model, dataset=dataset)
             message = [str(run_dir), None]
         except ReslabError as err:
             message, failure = [None, str(err)], err
@@ -208,16 +207,16 @@ def agree_run_dir(
     if message[1] is not None:
         raise ConfigError(message[1])  # ranks > 0 stay quiet on it (SHARED_ERRORS): rank 0 reports it
     if rt.is_main:
-        return run_dir, saved
-    agreed = cfg if cfg.resume is not None else replace(cfg, out=message[0])
-    return open_run_dir(agreed, is_main=False)
+        return run_dir
+    agreed = spec if spec.resume is not None else replace(spec, out=message[0])
+    return open_run_dir(agreed, is_main=False, model=model, dataset=dataset)
 
 
 def prepare_model(model: nn.Module, rt: Runtime, *, sync_bn: bool) -> nn.Module:
     """Before the optimizer: optionally swap BatchNorm for SyncBatchNorm (statistics of the global batch)."""
     if not sync_bn:
         return model
-    from reslab.engine.syncbn import convert_sync_batchnorm
+    from reslab.engine.devices.syncbn import convert_sync_batchnorm
 
     return convert_sync_batchnorm(model, rt.device)
 

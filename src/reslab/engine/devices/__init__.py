@@ -1,0 +1,2 @@
+"""Where a run executes: device and precision (runtime), memory, torchrun/DDP (distributed, launch, worker,
+syncbn)."""
