@@ -35,46 +35,29 @@ FAMILIES: tuple[str, ...] = ("cifar", "mlp", "imagenet")
 IMAGENET_DEPTHS = (18, 34, 50, 101, 152)  # He et al. 2015, Table 1
 SWEEP_FILE = "compare.json"
 
-# The default sweep must finish in <= 5 min on a 2-core CPU and still show the degradation effect on the
-# embedded mnist5k. Calibration (seed 0, bf16 + channels_last, batch 128, lr 0.1 nesterov, wd 5e-4, 1 epoch
-# linear warm-up then cosine, no label smoothing, 1 CPU thread; final training error in %, eval mode, all
-# 4000 training images):
-#   5 epochs   depth    20     32     38     44     56
-#              plain    0.65   0.88   3.77   8.9    45.6
-#              resnet   0.27   -      0.43   0.22   3.0
-#   6 epochs   plain-20 1.38, plain-38 2.17, resnet-20 0.07 (2 threads: plain 20/32/44 0.5 / 1.32 / 5.97,
-#              resnet 0.22 / 0.47 / 0.6)
-# Why these choices:
-# - depths 20, 38, 44: plain-8 trains *worse* than plain-20 here (too little capacity), so the sweep starts
-#   at 20. Plain 20 -> 32 differs by 0.2-0.8 points, within seed noise, so the next depth is 38 (x5 at 5
-#   epochs). ResNet-56 still lags at 5 epochs (3.0% vs 0.27% at 20 layers), and 6 epochs of 20/38/56 would
-#   take ~5.3 min; 44 is the deepest net that both twins' numbers clear.
-# - 5 epochs: fewer steps make deep plain nets lag more, the point of the figure; residual nets up to 44
-#   layers have converged by then (0.2-0.4%).
-# - batch 128 (paper) rather than the train default 64: half the steps per epoch, higher img/s on a CPU.
-# - no label smoothing: the plotted training error is then the plain cross-entropy fit the paper shows.
-# - the 1-epoch warm-up is the train default: without it plain-56 does not start training at all.
+# The default sweep finishes in under 5 minutes on a 2-core CPU and shows the degradation effect on the
+# embedded mnist5k: depths 20, 38, 44 (below 20 the plain net lacks capacity; 20 -> 32 is within seed noise;
+# 44 is the deepest both twins' numbers clear in 5 epochs), batch 128 (the paper's; faster than 64 on a CPU),
+# no label smoothing (the plotted training error is the plain cross-entropy fit the paper shows).
 DEFAULT_EPOCHS = 5
 
-# The lecture's dense nets (no normalisation, PyTorch's default Linear init): the lecture's block diverges
-# past a few dozen blocks (the residual stream grows ~x1.03 per block: x470,000 after 500, loss 1.2e5 at
-# init, NaN at the first step). Measured fixes on resmlp500 (10 epochs, training error): batch norm 84.25%,
-# zero-init of the last layer 90% (chance), Fixup 1.32%, branch / sqrt(L) 0.07%, ReZero (a learnable
-# scalar on each branch, 0 at init) 0.03%. So the residual dense nets of the sweep use ReZero's scalar; the
-# plain twins ignore it (they differ from their residual nets by the shortcut and by that one scalar per
-# block). Depths 1, 4, 16, 64, 500 (up to 1,002 layers), 10 epochs, batch 128, lr 0.1: residual 0.03-0.12%
-# training error at every depth, plain at chance from 4 blocks on, 148 s in all. These nets run in fp32 on
-# one thread: tiny matrices make a second thread cost more than it gives (plainmlp500: 51 s on 1 thread,
-# 584 s on 2 with the cores shared) and bf16 was 1.5x slower. benchmarks/calibration/NOTES.md has it all.
+# One recipe for both twins that trains the residual nets at every depth, 20 to 1,202 layers, at the paper's
+# widths: the train default (SGD lr 0.1, Nesterov, 1-epoch warm-up, cosine) with the gradient's global norm
+# clipped to 1. Without the clip, a deep residual net's first steps, at losses and gradients that grow with
+# depth, throw it far from where it trains (resnet110: 28.6% training error after 5 epochs, resnet1202: no
+# training at all). Every candidate recipe, measured on both twins: benchmarks/calibration/WIDTHS.md.
+FULL_WIDTH = {"grad_clip": 1.0}
+
+# The lecture's dense nets run with ReZero's scalar on each residual branch (the lecture's equations diverge
+# past a few dozen blocks; plain twins have no branch to scale), in fp32 on one thread (tiny matrices: a
+# second thread costs more than it gives). benchmarks/calibration/NOTES.md has the measurements.
 MLP = {"precision": "fp32", "num_threads": 1, "model_kwargs": {"branch_scale": "rezero"}}
 
-# The deep preset shows all three claims of the lecture on the embedded digits in ~11 minutes on 2 cores:
-# narrow CIFAR nets (widen 0.25: 4/8/16 channels) so that capacity matters, at 20, 56 and 110 layers, two
-# seeds, 8 epochs, two runs at a time in two one-thread processes. Measured (training error, mean ± std
-# over seeds 0 and 1): plain 1.56 ± 0.55 / 11.82 ± 0.85 / 84.04 ± 4.22%; residual 1.15 ± 0.42 / 0.34 ± 0.02
-# / 0.20 ± 0.07%; 634 s. Calibration (10 epochs, other widths) in benchmarks/calibration/NOTES.md.
+# The deep preset shows all three claims of the lecture at once: narrow CIFAR nets (widen 0.25: 4/8/16
+# channels) so that capacity matters, at 20, 56 and 110 layers, two seeds, 8 epochs, two runs at a time in
+# two one-thread processes (benchmarks/calibration/NOTES.md).
 PRESETS: dict[str, dict[str, Any]] = {
-    # mnist5k on a laptop CPU: the README's main command (see the calibration notes above).
+    # mnist5k on a laptop CPU: the README's main command (see the notes above).
     "default": {
         "recipe": "default",
         "dataset": "mnist5k",
@@ -82,7 +65,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "epochs": {"cifar": DEFAULT_EPOCHS, "mlp": 10, "imagenet": DEFAULT_EPOCHS},
         # eval every 16 steps (~half an epoch): 10 points per curve for ~8% more time (1,000 test images)
         "train": {"batch_size": 128, "label_smoothing": 0.0, "eval_every": 16},
-        "family_train": {"mlp": MLP},
+        "family_train": {"cifar": FULL_WIDTH, "mlp": MLP},
     },
     # The lecture's three claims at once: plain error rises with depth, residual error falls with depth,
     # 100+ layers train (see the note above).
@@ -124,7 +107,8 @@ class CompareGrid:
     )
     preset: Literal["default", "deep", "paper"] = setting(
         "default",
-        help="default: mnist5k, minutes on a CPU; deep: all three claims, ~11 min; paper: Fig. 6, cifar10",
+        help="default: mnist5k, full width, minutes on a CPU; deep: narrow nets, all three claims; paper: "
+        "Fig. 6 on cifar10",
     )
     out: str | None = setting(
         None, help="default: runs/compare-<family>-<dataset>-<hash of the settings>", metavar="DIR"
