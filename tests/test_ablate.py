@@ -194,8 +194,8 @@ def _row(kind: str, errors: list[float]) -> Row:
     ("base", "other", "verdict"),
     [
         ([0.010, 0.012, 0.011], [0.030, 0.034, 0.029], "worse"),  # no overlap, gap 19 sd
-        ([0.010, 0.012, 0.011], [0.013, 0.009, 0.012], "not separated"),  # overlap
-        ([0.010, 0.050, 0.030], [0.051, 0.052, 0.053], "not separated"),  # no overlap, gap 2.2 < 2 SE 2.3
+        ([0.010, 0.012, 0.011], [0.013, 0.009, 0.012], "no clear difference"),  # overlap
+        ([0.010, 0.050, 0.030], [0.051, 0.052, 0.053], "no clear difference"),  # apart, gap 2.2 < 2 SE 2.3
         ([0.030, 0.034, 0.029], [0.010, 0.012, 0.011], "better"),
         ([0.010], [0.030], "one seed"),
     ],
