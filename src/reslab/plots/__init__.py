@@ -14,6 +14,7 @@ error axes show the full range (linear to 1%, logarithmic above).
 
 from __future__ import annotations
 
+from reslab.plots.classes import confusion_figure
 from reslab.plots.runs import plot_runs, run_curves_figure
 from reslab.plots.studies import gradients_figure, landscape_figure, responses_figure
 from reslab.plots.style import count, error_axis, png_bytes, save_png, split_handles, style_for, styled
@@ -28,6 +29,7 @@ __all__ = [
     "ablation_bars_figure",
     "ablation_curves_figure",
     "compare_curves_figure",
+    "confusion_figure",
     "count",
     "error_axis",
     "error_vs_depth_figure",
