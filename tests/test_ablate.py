@@ -10,7 +10,7 @@ import matplotlib.image
 import pytest
 import torch
 
-from helpers import exit_code, one_line_error
+from helpers import exit_code, one_line_error, read_report
 from reslab.experiments import AblateConfig, ablate, ablate_runs
 from reslab.experiments.ablation import PRESETS, Separation, separation
 from reslab.experiments.paper_tables import paper_error
@@ -63,6 +63,9 @@ def test_outputs_name_each_variant_and_its_paper_figure(done: tuple[Path, object
     for png in ("curves.png", "errors.png"):
         assert matplotlib.image.imread(out / png).shape[0] > 100
     assert "<table>" in result._repr_html_()  # type: ignore[attr-defined]
+    page = read_report(out / "report.html")
+    assert page.verdict.strip() == result.verdict and len(page.images) == 2  # type: ignore[attr-defined]
+    assert [row[0] for row in page.tables[0][1:]] == list(VARIANTS)
 
 
 def test_same_command_twice_reuses_every_run(done: tuple[Path, object]) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import matplotlib.image
 import pytest
 
-from helpers import exit_code
+from helpers import exit_code, read_report
 from reslab.cli import main
 from reslab.errors import ConfigError
 from reslab.experiments import CompareConfig, RunRecord, compare
@@ -89,6 +89,19 @@ def test_csv_and_markdown_tables(done: Path) -> None:
     table = [line for line in md.splitlines() if line.startswith("| 8 |") or line.startswith("| 14 |")]
     assert len(table) == 2
     assert "verdict:" in md
+
+
+def test_report_html_beside_the_sweep(done: Path) -> None:
+    page = read_report(done / "report.html")
+    md = (done / "results.md").read_text()
+    assert page.verdict.strip() == next(line for line in md.splitlines() if line.startswith("verdict"))
+    results = page.tables[0]
+    assert results[0][0] == "layers" and [row[0] for row in results[1:]] == ["8", "14"]
+    assert len(page.images) == 2  # curves and error vs depth, embedded
+    runs = next(t for t in page.tables if t[0][0] == "run")
+    assert [row[1] for row in runs[1:]] == list(MODELS) and all(row[4] == "trained" for row in runs[1:])
+    assert "running training error, last evaluation (train mode)" in runs[0]
+    assert ["depths", "8, 14"] in [row for t in page.tables for row in t]  # the settings
 
 
 def test_figures_are_valid_pngs(done: Path) -> None:

@@ -352,6 +352,7 @@ def _write_outputs(
 ) -> AblateResult:
     """results.json/.csv/.md, curves.png and errors.png; the result with the figures."""
     from reslab.plots import ablation_bars_figure, ablation_curves_figure, save_png
+    from reslab.reports import write_sweep_report
 
     seps = separations(rows, records)
     table, line = markdown_table(cfg, rows), verdict(cfg, rows, seps)
@@ -371,10 +372,12 @@ def _write_outputs(
     }
     for name, fig in figures.items():
         files[f"{name}.png"] = save_png(fig, out / f"{name}.png")
-    return AblateResult(
+    result = AblateResult(
         out=out, config=cfg, runs=records, rows=rows, table=table, verdict=line, separations=seps,
         files=files, figures=figures, seconds=round(seconds, 3),
     )  # fmt: skip
+    files["report.html"] = write_sweep_report(result, title.removeprefix("# ").strip())
+    return result
 
 
 def _paper_entry(options: dict[str, Any]) -> dict[str, str] | None:
