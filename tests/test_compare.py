@@ -62,7 +62,9 @@ def copy_of(done: Path, tmp_path: Path) -> Path:
 
 
 def test_results_json_has_one_entry_per_run(done: Path) -> None:
-    runs = json.loads((done / "results.json").read_text())["runs"]
+    data = json.loads((done / "results.json").read_text())
+    runs = data["runs"]
+    assert data["columns"]["running_train_error"].startswith("train mode")
     assert [r["model"] for r in runs] == list(MODELS)
     assert [(r["kind"], r["depth"], r["seed"]) for r in runs] == [
         ("plain", 8, 0), ("residual", 8, 0), ("plain", 14, 0), ("residual", 14, 0),
@@ -73,6 +75,9 @@ def test_results_json_has_one_entry_per_run(done: Path) -> None:
         assert r["final_train_loss"] > 0 and r["seconds"] > 0 and r["iterations"] == 8
         summary = json.loads((Path(r["path"]) / "summary.json").read_text())
         assert r["final_train_error"] == summary["final_train_error"]
+        # two training errors, two names: eval mode at the end, and the last interval's running one
+        last = json.loads((Path(r["path"]) / "metrics.jsonl").read_text().splitlines()[-1])
+        assert r["running_train_error"] == last["train_error"]
         assert r["params"] == summary["params"]
     # twins have the same parameter count (option A shortcuts have none)
     assert runs[0]["params"] == runs[1]["params"] and runs[2]["params"] == runs[3]["params"]

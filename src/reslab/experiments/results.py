@@ -39,13 +39,27 @@ class RunRecord:
     status: str = "trained"  # "trained" | "diverged" (NaN/inf: its errors are the last finite ones, or NaN)
     diverged_at: int | None = None  # the iteration whose loss, gradients or weights were not finite
 
+    @property
+    def running_train_error(self) -> float | None:
+        """The last evaluation's *running* training error (train mode, averaged over the interval's batches:
+        metrics.jsonl's ``train_error``), not the eval-mode ``final_train_error``."""
+        value = self.history[-1].get("train_error") if self.history else None
+        return float(value) if isinstance(value, int | float) else None
+
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         del out["history"]  # the curves stay in each run's metrics.jsonl
-        return out
+        return {**out, "running_train_error": self.running_train_error}
 
 
-CSV_FIELDS = tuple(f.name for f in fields(RunRecord) if f.name != "history")
+CSV_FIELDS = (*(f.name for f in fields(RunRecord) if f.name != "history"), "running_train_error")
+# What the error columns of results.json / results.csv mean (results.json carries this as "columns").
+COLUMNS = {
+    "final_train_error": "eval mode, the whole training split, end of the run (the paper's training error)",
+    "final_test_error": "eval mode, the whole test split, at the end of the run",
+    "running_train_error": "train mode, averaged over the batches of the last evaluation interval "
+    "(metrics.jsonl's train_error); for a diverged run, final_train_error is this figure too",
+}
 
 
 @dataclass(frozen=True)
@@ -323,7 +337,8 @@ def write_results(
 
     paths = {"results.json": out / "results.json", "results.csv": out / "results.csv"}
     entries = [r.to_dict() for r in records]
-    paths["results.json"].write_text(strict_json({"runs": entries, **(extra or {})}), encoding="utf-8")
+    data = {"runs": entries, "columns": COLUMNS, **(extra or {})}
+    paths["results.json"].write_text(strict_json(data), encoding="utf-8")
     with open(paths["results.csv"], "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
         writer.writeheader()

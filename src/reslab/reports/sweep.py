@@ -48,7 +48,7 @@ def _runs(out: Path, runs: Any) -> str:
         if (run_dir / REPORT).is_file():
             name = P.link(os.path.relpath(run_dir / REPORT, out), run_dir.name)
         status = r.status + (f" at it. {r.diverged_at}" if r.status == "diverged" else "")
-        running = r.history[-1].get("train_error") if r.history else None
+        running = getattr(r, "running_train_error", None)
         errors = (P.pct(r.final_train_error), P.pct(r.final_test_error), P.pct(running))
         rows.append((name, r.model, r.depth, r.seed, status, *errors, r.iterations, f"{r.seconds:.0f}"))
     return P.table(head, rows, text_columns=2)
