@@ -241,7 +241,7 @@ def test_studies_are_functions_with_results(tiny_run: Path, tmp_path: Path) -> N
     r = reslab.responses(entries=[str(tiny_run)], samples=64, out=str(tmp_path / "r"))
     assert r.files["responses.png"].is_file() and "resnet8" in str(r.profiles[0].model_name)
     with pytest.raises(TypeError):
-        reslab.gradients(models=("resmlp4",), no_such_setting=1)
+        reslab.gradients(entries=("resmlp4",), no_such_setting=1)
 
 
 def test_compare_reads_a_config_file_and_prints_its_settings(tmp_path: Path, capsys) -> None:
