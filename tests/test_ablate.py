@@ -10,7 +10,7 @@ import matplotlib.image
 import pytest
 import torch
 
-from helpers import exit_code, one_line_error
+from helpers import exit_code, one_line_error, read_report
 from reslab.experiments import AblateConfig, ablate, ablate_runs
 from reslab.experiments.ablation import PRESETS, Separation, separation
 from reslab.experiments.paper_tables import paper_error
@@ -63,6 +63,9 @@ def test_outputs_name_each_variant_and_its_paper_figure(done: tuple[Path, object
     for png in ("curves.png", "errors.png"):
         assert matplotlib.image.imread(out / png).shape[0] > 100
     assert "<table>" in result._repr_html_()  # type: ignore[attr-defined]
+    page = read_report(out / "report.html")
+    assert page.verdict.strip() == result.verdict and len(page.images) == 2  # type: ignore[attr-defined]
+    assert [row[0] for row in page.tables[0][1:]] == list(VARIANTS)
 
 
 def test_same_command_twice_reuses_every_run(done: tuple[Path, object]) -> None:
@@ -194,8 +197,8 @@ def _row(kind: str, errors: list[float]) -> Row:
     ("base", "other", "verdict"),
     [
         ([0.010, 0.012, 0.011], [0.030, 0.034, 0.029], "worse"),  # no overlap, gap 19 sd
-        ([0.010, 0.012, 0.011], [0.013, 0.009, 0.012], "not separated"),  # overlap
-        ([0.010, 0.050, 0.030], [0.051, 0.052, 0.053], "not separated"),  # no overlap, gap 2.2 < 2 SE 2.3
+        ([0.010, 0.012, 0.011], [0.013, 0.009, 0.012], "no clear difference"),  # overlap
+        ([0.010, 0.050, 0.030], [0.051, 0.052, 0.053], "no clear difference"),  # apart, gap 2.2 < 2 SE 2.3
         ([0.030, 0.034, 0.029], [0.010, 0.012, 0.011], "better"),
         ([0.010], [0.030], "one seed"),
     ],

@@ -35,7 +35,7 @@ def _png(path: Path) -> None:
 
 
 def test_gradients_cli_writes_png_json_and_table(tmp_path, capsys):
-    rc = main(["gradients", "--models", "plainmlp12,resmlp12", *DATA, "--steps", "2", "--batch-size", "16",
+    rc = main(["gradients", "plainmlp12", "resmlp12", *DATA, "--steps", "2", "--batch-size", "16",
                "--out", str(tmp_path)])  # fmt: skip
     assert rc == 0
     _png(tmp_path / "gradients.png")
@@ -61,8 +61,9 @@ def test_responses_cli_on_fresh_models_and_a_run(tmp_path, capsys, run_dir):
     plain, run = data["models"]
     assert plain["trained"] is False and run["trained"] is True and run["source"] == str(run_dir)
     assert len(plain["stds"]) == len(run["stds"]) == len(run["rel_norms"]) == 3
-    assert "residual functions respond less" in data["verdict"]
-    assert "residual functions respond less" in capsys.readouterr().out
+    # one model of each kind: the numbers, and no claim
+    assert "one seed: not tested against noise" in data["verdict"] and data["holds"] is None
+    assert "respond less" not in capsys.readouterr().out
 
 
 def test_landscape_cli_pair_on_one_scale(tmp_path, run_dir):
@@ -80,8 +81,8 @@ def test_landscape_cli_pair_on_one_scale(tmp_path, run_dir):
 @pytest.mark.parametrize(
     "argv, needle",
     [
-        (["gradients", "--models", "resnet21"], "impossible"),
-        (["gradients", "--models", "resnett20"], "unknown model"),
+        (["gradients", "resnet21"], "impossible"),
+        (["gradients", "resnett20"], "unknown model"),
         (["responses", "no/such/run"], "does not exist"),
         (["landscape", "plain8", "resnet14", *DATA], "same depth"),
         (["landscape", "plain8", "--grid", "4"], "odd"),
@@ -91,3 +92,74 @@ def test_bad_input_is_one_line_and_exit_2(argv, needle, tmp_path, capsys):
     assert main([*argv, "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert needle in err and err.count("\n") == 1
+
+
+def test_gradients_old_flag_still_works_with_a_one_line_warning(tmp_path, capsys):
+    argv = ["gradients", "--models", "plainmlp4,resmlp4", *DATA, "--steps", "0", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert (
+        err.count("\n") == 1
+        and "--models is deprecated" in err
+        and "reslab gradients plainmlp4 resmlp4" in err
+    )
+    assert [m["model_name"] for m in json.loads((tmp_path / "gradients.json").read_text())["models"]] == [
+        "plainmlp4",
+        "resmlp4",
+    ]
+    assert main(["gradients", "plainmlp4", "--models", "resmlp4", *DATA, "--out", str(tmp_path)]) == 2
+    assert "given twice" in capsys.readouterr().err
+
+
+def test_gradients_bare_is_plain56_against_resnet56_and_seeds_test_the_verdict(tmp_path, capsys):
+    assert main(["gradients", *DATA, "--steps", "0", "--out", str(tmp_path / "bare")]) == 0
+    data = json.loads((tmp_path / "bare" / "gradients.json").read_text())
+    assert [m["model_name"] for m in data["models"]] == ["plain56", "resnet56"]
+    assert "one seed: not tested against noise" in data["verdict"]
+    capsys.readouterr()
+    argv = ["gradients", "plainmlp16", "resmlp16", *DATA, "--steps", "0", "--seeds", "3"]
+    assert main([*argv, "--out", str(tmp_path / "seeds")]) == 0
+    data = json.loads((tmp_path / "seeds" / "gradients.json").read_text())
+    assert [m["label"] for m in data["models"]][:3] == [
+        "plainmlp16 (seed 0)",
+        "resmlp16 (seed 0)",
+        "plainmlp16 (seed 1)",
+    ]
+    assert len(data["models"]) == 6 and "the residual nets' is closer to 1" in data["verdict"]
+    assert data["verdict"] in capsys.readouterr().out
+
+
+def test_bare_responses_and_landscape_study_the_default_pair(tmp_path, monkeypatch, run_dir, capsys):
+    import reslab.analysis.studies as studies
+
+    asked = []
+
+    def pair(seeds, say):
+        asked.append(seeds)
+        say("no runs given: the default pair (here the tiny run, twice)")
+        return [str(run_dir)] * 2 * seeds
+
+    monkeypatch.setattr(studies, "default_pair", pair)
+    assert main(["responses", "--samples", "16", "--out", str(tmp_path / "r")]) == 0
+    assert main(["landscape", "--samples", "8", "--out", str(tmp_path / "l")]) == 0
+    assert asked == [2, 1]  # responses: seeds 0 and 1; landscape: seed 0's twins
+    assert len(json.loads((tmp_path / "r" / "responses.json").read_text())["models"]) == 4
+    assert json.loads((tmp_path / "l" / "landscape.json").read_text())["grid"] == 9  # the bare grid
+    assert "no runs given" in capsys.readouterr().err
+
+
+def test_the_default_pair_is_a_compare_sweep_trained_once(tmp_path, monkeypatch):
+    from reslab.analysis.defaults import default_pair
+
+    monkeypatch.chdir(tmp_path)
+    tiny = dict(dataset="synthetic:1x8x8", epochs=None, iterations=2, batch_size=32, eval_every=2,
+                device="cpu", precision="fp32", num_threads=1, progress="off", depths=(8,))  # fmt: skip
+    said: list[str] = []
+    first = default_pair(1, said.append, **tiny)
+    assert [Path(p).name for p in first] == ["plain8-s0", "resnet8-s0"]
+    assert not (Path(first[0]).parent / "plain8-s1").exists()  # only the seeds asked for are trained
+    stamp = (Path(first[0]) / "summary.json").stat().st_mtime_ns
+    both = default_pair(2, said.append, **tiny)
+    assert [Path(p).name for p in both] == ["plain8-s0", "resnet8-s0", "plain8-s1", "resnet8-s1"]
+    assert (Path(first[0]) / "summary.json").stat().st_mtime_ns == stamp  # reused, not retrained
+    assert said[0].startswith("no runs given: studying the default pair")

@@ -246,13 +246,16 @@ def test_compare_result_displays_its_table_and_figures(tmp_path: Path) -> None:
 
 def test_studies_are_functions_with_results(tiny_run: Path, tmp_path: Path) -> None:
     g = reslab.gradients(
-        models="plainmlp4,resmlp4", dataset="synthetic:1x12x12", steps=2, out=str(tmp_path / "g")
+        entries="plainmlp4,resmlp4", dataset="synthetic:1x12x12", steps=2, out=str(tmp_path / "g")
     )
     assert len(g.profiles) == 2 and "plainmlp4" in g.table and "<img" in g._repr_html_()
+    with pytest.warns(FutureWarning, match="deprecated"):  # the old keyword still works
+        old = reslab.gradients(models=("resmlp4",), dataset="synthetic:1x12x12", steps=0, out=str(tmp_path))
+    assert [p.model_name for p in old.profiles] == ["resmlp4"]
     r = reslab.responses(entries=[str(tiny_run)], samples=64, out=str(tmp_path / "r"))
     assert r.files["responses.png"].is_file() and "resnet8" in str(r.profiles[0].model_name)
     with pytest.raises(TypeError):
-        reslab.gradients(models=("resmlp4",), no_such_setting=1)
+        reslab.gradients(entries=("resmlp4",), no_such_setting=1)
 
 
 def test_compare_reads_a_config_file_and_prints_its_settings(tmp_path: Path, capsys) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import matplotlib.image
 import pytest
 
-from helpers import exit_code
+from helpers import exit_code, read_report
 from reslab.cli import main
 from reslab.errors import ConfigError
 from reslab.experiments import CompareConfig, RunRecord, compare
@@ -62,7 +62,9 @@ def copy_of(done: Path, tmp_path: Path) -> Path:
 
 
 def test_results_json_has_one_entry_per_run(done: Path) -> None:
-    runs = json.loads((done / "results.json").read_text())["runs"]
+    data = json.loads((done / "results.json").read_text())
+    runs = data["runs"]
+    assert data["columns"]["running_train_error"].startswith("train mode")
     assert [r["model"] for r in runs] == list(MODELS)
     assert [(r["kind"], r["depth"], r["seed"]) for r in runs] == [
         ("plain", 8, 0), ("residual", 8, 0), ("plain", 14, 0), ("residual", 14, 0),
@@ -73,6 +75,9 @@ def test_results_json_has_one_entry_per_run(done: Path) -> None:
         assert r["final_train_loss"] > 0 and r["seconds"] > 0 and r["iterations"] == 8
         summary = json.loads((Path(r["path"]) / "summary.json").read_text())
         assert r["final_train_error"] == summary["final_train_error"]
+        # two training errors, two names: eval mode at the end, and the last interval's running one
+        last = json.loads((Path(r["path"]) / "metrics.jsonl").read_text().splitlines()[-1])
+        assert r["running_train_error"] == last["train_error"]
         assert r["params"] == summary["params"]
     # twins have the same parameter count (option A shortcuts have none)
     assert runs[0]["params"] == runs[1]["params"] and runs[2]["params"] == runs[3]["params"]
@@ -89,6 +94,19 @@ def test_csv_and_markdown_tables(done: Path) -> None:
     table = [line for line in md.splitlines() if line.startswith("| 8 |") or line.startswith("| 14 |")]
     assert len(table) == 2
     assert "verdict:" in md
+
+
+def test_report_html_beside_the_sweep(done: Path) -> None:
+    page = read_report(done / "report.html")
+    md = (done / "results.md").read_text()
+    assert page.verdict.strip() == next(line for line in md.splitlines() if line.startswith("verdict"))
+    results = page.tables[0]
+    assert results[0][0] == "layers" and [row[0] for row in results[1:]] == ["8", "14"]
+    assert len(page.images) == 2  # curves and error vs depth, embedded
+    runs = next(t for t in page.tables if t[0][0] == "run")
+    assert [row[1] for row in runs[1:]] == list(MODELS) and all(row[4] == "trained" for row in runs[1:])
+    assert "running training error, last evaluation (train mode)" in runs[0]
+    assert ["depths", "8, 14"] in [row for t in page.tables for row in t]  # the settings
 
 
 def test_figures_are_valid_pngs(done: Path) -> None:
@@ -230,28 +248,59 @@ def record(kind: str, depth: int, train_error: float, seed: int = 0) -> RunRecor
     return RunRecord(kind, depth, seed, f"{kind}{depth}", 1, train_error, 0.1, 0.1, 0.1, 1.0, 8, "x")
 
 
+def seeds(kind: str, depth: int, *errors: float) -> list[RunRecord]:
+    return [record(kind, depth, e, s) for s, e in enumerate(errors)]
+
+
 def test_checks_and_verdict_on_known_numbers() -> None:
-    good = [record("plain", 20, 0.004), record("residual", 20, 0.0025), record("plain", 56, 0.18)]
-    good += [record("residual", 56, 0.004), record("plain", 38, 0.02), record("residual", 38, 0.002)]
+    # separated seeds: plain rises, residual far below it at the deepest
+    good = seeds("plain", 20, 0.004, 0.005, 0.006) + seeds("residual", 20, 0.0025, 0.003, 0.002)
+    good += seeds("plain", 38, 0.02, 0.025, 0.03) + seeds("residual", 38, 0.002, 0.003, 0.0025)
+    good += seeds("plain", 56, 0.18, 0.17, 0.19) + seeds("residual", 56, 0.004, 0.005, 0.0045)
     rows = aggregate(good)
     c = checks(rows)
-    assert c is not None and c.plain_rises and c.residual_fifth and c.residual_flat
-    assert verdict(rows).startswith("verdict: degradation reproduced")
-    flat = [record("plain", 20, 0.01), record("residual", 20, 0.01), record("plain", 56, 0.005)]
-    flat += [record("residual", 56, 0.004)]
-    assert checks(aggregate(flat)).plain_rises is False  # type: ignore[union-attr]
-    assert "no clear degradation" in verdict(aggregate(flat))
+    assert c is not None and c.tested and c.plain_rises and c.residual_fifth and c.residual_flat
+    assert c.residual_below_plain and c.residual_trend == "above"
+    line = verdict(rows)
+    assert line.startswith("verdict: degradation reproduced: plain training error rises with depth")
+    assert "(40.0x lower)" in line and "Residual training error rises with depth" in line
+    # overlapping seeds: no claim either way
+    flat = seeds("plain", 20, 0.01, 0.02) + seeds("residual", 20, 0.01, 0.012)
+    flat += seeds("plain", 56, 0.015, 0.025) + seeds("residual", 56, 0.011, 0.009)
+    c = checks(aggregate(flat))
+    assert c is not None and c.tested and not c.plain_rises and c.plain_trend == "overlap"
+    line = verdict(aggregate(flat))
+    assert "no clear degradation" in line and "shows no clear difference with depth" in line
+    claims = line.split(" ('rises'")[0]  # the rule, stated at the end, names the words it allows
+    assert "rises" not in claims and "falls" not in claims and "lower)" not in claims
+    assert "residual 1.00% vs plain 2.00%: no clear difference" in line
     # the lecture's claim (2), beyond the seed spread: the deep preset's measured figures
-    deep = [record("plain", 20, e, s) for s, e in enumerate((0.0101, 0.0211))]
-    deep += [record("residual", 20, e, s) for s, e in enumerate((0.0085, 0.0145))]
-    deep += [record("plain", 110, e, s) for s, e in enumerate((0.87, 0.81))]
-    deep += [record("residual", 110, e, s) for s, e in enumerate((0.0015, 0.0025))]
+    deep = seeds("plain", 20, 0.0101, 0.0211) + seeds("residual", 20, 0.0085, 0.0145)
+    deep += seeds("plain", 110, 0.87, 0.81) + seeds("residual", 110, 0.0015, 0.0025)
     c = checks(aggregate(deep))
     assert c is not None and c.plain_rises and c.residual_improves and c.residual_tenth
     assert "Residual training error falls with depth" in verdict(aggregate(deep))
-    assert "does not fall with depth" in verdict(rows)  # 0.25% -> 0.4%
     s = Stat.of([0.01, 0.03])
     assert s.mean == pytest.approx(0.02) and s.std == pytest.approx(0.0141421356) and s.pct() == "2.00 ± 1.41"
+
+
+def test_one_seed_never_rises_or_falls() -> None:
+    # the README's main job (one seed): the numbers are stated, no claim is made
+    one = [record("plain", 20, 0.0075), record("residual", 20, 0.0035), record("plain", 38, 0.05575)]
+    one += [record("residual", 38, 0.005), record("plain", 44, 0.06625), record("residual", 44, 0.00625)]
+    c = checks(aggregate(one))
+    assert c is not None and not c.tested and not c.plain_rises and not c.residual_below_plain
+    line = verdict(aggregate(one))
+    assert line.startswith("verdict: one seed: not tested against noise (use --seeds 3); plain training")
+    for claim in ("rises", "falls", "reproduced", "lower", "no clear"):
+        assert claim not in line, (claim, line)
+    assert "0.75% → 5.58% → 6.62%" in line and "(plain/residual 10.6)" in line
+    # one seed on one side only is still one seed; a dense-block sweep says "1 dense block"
+    mixed = [*seeds("plain", 1, 0.01, 0.02), record("residual", 1, 0.01)]
+    mixed += seeds("plain", 4, 0.9, 0.9) + seeds("residual", 4, 0.001, 0.002)
+    line = verdict(aggregate(mixed), layers_label="dense blocks")
+    assert "one seed" in line and "falls" not in line and "rises" not in line
+    assert "from 1 to 4 dense blocks" in line
 
 
 def test_devices_runs_one_run_per_device_then_reuses(tmp_path: Path) -> None:

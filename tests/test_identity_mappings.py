@@ -350,7 +350,7 @@ def test_gradients_show_the_scaled_shortcut_falling_as_lambda_to_the_k(
         f"resnet26:shortcut_kind=scaling:shortcut_scale=0.8{zero}",
     )
     result = reslab.gradients(
-        models=models, dataset="synthetic:1x12x12", steps=0, batch_size=32, out=str(tmp_path)
+        entries=models, dataset="synthetic:1x12x12", steps=0, batch_size=32, out=str(tmp_path)
     )
     assert [p.label.split(":")[0] for p in result.profiles] == ["resnet26"] * 3
     assert "shortcut_kind=scaling" in result.table
@@ -370,7 +370,7 @@ def test_gradients_cli_takes_one_net_with_different_options(
 ) -> None:
     from helpers import exit_code
 
-    argv = ["gradients", "--models", "resnet8,resnet8:shortcut_kind=scaling", "--steps", "0"]
+    argv = ["gradients", "resnet8", "resnet8:shortcut_kind=scaling", "--steps", "0"]
     argv += ["--dataset", "synthetic:1x12x12", "--batch-size", "16", "--out", str(tmp_path)]
     assert exit_code(argv) == 0
     rows = [line.split()[0] for line in capsys.readouterr().out.splitlines()[2:4]]

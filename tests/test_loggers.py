@@ -91,8 +91,9 @@ def test_plot_draws_several_runs(tiny_run: Path, tmp_path: Path, capsys) -> None
     assert exit_code(["plot", str(tiny_run), str(other), "--out", str(out)]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"wrote {out}" in capsys.readouterr().out
     fig = plot_runs([tiny_run, other])
-    labels = fig.axes[0].get_legend_handles_labels()[1]
-    assert labels == ["run (train)", "run (test)", "other (train)", "other (test)"]
+    assert fig.axes[0].get_legend_handles_labels()[1] == ["run", "other"]  # one colour per run
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]  # then the line-style key
+    assert legend[2:] == ["dashed: training (train mode, running)", "solid: test"]
     assert exit_code(["plot", str(tmp_path)]) == 2
     assert "has no metrics.jsonl; pass a reslab run directory" in one_line_error(capsys)
 

@@ -277,7 +277,7 @@ def test_seeds_beyond_64_bits_are_one_line(capsys: pytest.CaptureFixture[str]) -
 def test_studies_check_memory_and_their_output_before_work(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    argv = ["gradients", "--models", "resnet1202", "--batch-size", "1000000", "--out", str(tmp_path / "g")]
+    argv = ["gradients", "resnet1202", "--batch-size", "1000000", "--out", str(tmp_path / "g")]
     assert exit_code(argv) == 2
     assert "use a smaller --batch-size" in one_line_error(capsys)
     assert not (tmp_path / "g").exists()
@@ -285,14 +285,14 @@ def test_studies_check_memory_and_their_output_before_work(
     ro.mkdir()
     ro.chmod(0o500)
     try:
-        argv = ["gradients", "--models", "resmlp2", "--steps", "0", "--out", str(ro / "out")]
+        argv = ["gradients", "resmlp2", "--steps", "0", "--out", str(ro / "out")]
         if os.geteuid() != 0:  # root writes anywhere: the permission case cannot be shown as root
             assert exit_code(argv) == 2
             assert "cannot write" in one_line_error(capsys)
     finally:
         ro.chmod(0o700)
     (tmp_path / "file").write_text("x")
-    assert exit_code(["gradients", "--models", "resmlp2", "--out", str(tmp_path / "file")]) == 2
+    assert exit_code(["gradients", "resmlp2", "--out", str(tmp_path / "file")]) == 2
     assert "is a file" in one_line_error(capsys)
 
 

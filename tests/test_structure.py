@@ -15,12 +15,13 @@ LAYER = {
     "settings": 0,
     "version": 0,
     "resources": 0,
+    "evidence": 0,
     "models": 1,
     "data": 1,
     "engine": 2,
     "plots": 2,
 }
-LAYER.update({"reports": 2, "experiments": 3, "analysis": 3, "cli": 4, "__main__": 5})
+LAYER.update({"confusion": 2, "reports": 2, "experiments": 3, "analysis": 3, "cli": 4, "__main__": 5})
 MAX_FUNCTION_LINES = 60
 
 

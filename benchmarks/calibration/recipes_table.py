@@ -61,7 +61,9 @@ def main() -> None:
         s = [r["seconds"] for r in recs if "seconds" in r]
         return f"{statistics.mean(s):.0f}" if s else "–"
 
-    print("| candidate | layers | plain train err (%) | residual train err (%) | test err p / r (%) | s per run p / r |")
+    print(
+        "| candidate | layers | plain train err (%) | residual train err (%) | test err p / r (%) | s per run p / r |"
+    )
     print("|:---|---:|---:|---:|---:|---:|")
     for name in sorted({k[0] for k in table}):
         for depth in sorted({k[1] for k in table if k[0] == name}):

@@ -9,9 +9,9 @@ result objects that also display in Jupyter::
     reslab.evaluate(run.run_dir)                                      # loss, error, top-5 error
     sweep = reslab.compare(depths=(20, 32), epochs=2)                 # the degradation experiment
     reslab.ablate(variants=("identity", "scaling"))                   # He et al. 2016's shortcut ablations
-    reslab.gradients(models=("plainmlp64", "resmlp64"))               # why: gradient flow per layer
-    reslab.responses(entries=(...))                                   # layer responses (Fig. 7)
-    reslab.landscape(entries=(...))                                   # loss landscapes
+    reslab.gradients(entries=("plainmlp64", "resmlp64"))              # why: gradient flow per layer
+    reslab.responses()                                                # layer responses (Fig. 7), default pair
+    reslab.landscape(entries=("runs/a", "runs/b"))                    # loss landscapes
     reslab.load_weights(model, "resnet18.pth")                        # torchvision/timm/akamaster/reslab
     reslab.plot_runs(["runs/a", "runs/b"])                            # training curves of runs
 

@@ -22,9 +22,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from reslab.evidence import ONE_SEED, RULE, mean_std, separate
+
 # Stated thresholds for the verdict on first/last gradient-norm ratios.
 VANISHING_BELOW = 1e-2
 EXPLODING_ABOVE = 1e2
+UNDERFLOW = 324.0  # decades: a ratio of exactly 0 is below float64's smallest number, 4.9e-324
 
 
 @dataclass
@@ -205,6 +208,42 @@ def _profile(
     return profile
 
 
+def gradient_verdict(profiles: list[GradientProfile]) -> str:
+    """Plain against residual at the start: how far each model's first/last weight-gradient ratio is from 1,
+    in decades (``|log10 ratio|``: 0 = the input layer gets the classifier's gradient; 50 = 1e-50 of it).
+
+    Each model is one sample; "closer to 1" is claimed under reslab's one rule
+    (:func:`reslab.evidence.separate`), so it needs two models of each kind or more (``--seeds 3`` for
+    fresh models); with one it states the numbers only. A ratio of 0 or nan (the input layer's gradient
+    underflowed, or a dead layer) counts as 324 decades, beyond the smallest float64.
+    """
+    plain = [_decades(p) for p in profiles if not p.residual]
+    res = [_decades(p) for p in profiles if p.residual]
+    if not plain or not res:
+        return ""
+    numbers = f"residual {_decades_text(res)} vs plain {_decades_text(plain)} decades from 1"
+    what = "first/last gradient ratio at the start"
+    side = separate(res, plain)
+    if side == "one seed":
+        return f"{what}: {numbers} ({ONE_SEED}; use --seeds 3)"
+    if side == "overlap":
+        return f"{what}: no clear difference between residual and plain ({numbers})"
+    closer = "residual nets'" if side == "below" else "plain nets'"
+    return f"{what}: the {closer} is closer to 1 ({numbers}; {RULE})"
+
+
+def _decades(p: GradientProfile) -> float:
+    r = p.snapshots[0].ratio
+    return min(abs(math.log10(r)), UNDERFLOW) if r > 0 and math.isfinite(r) else UNDERFLOW
+
+
+def _decades_text(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.3g}"
+    mean, std = mean_std(values)
+    return f"{mean:.3g} ± {std:.2g}"
+
+
 def ratio_table(profiles: list[GradientProfile]) -> str:
     """Terminal table: first/last weight-gradient norm ratio and verdict per model and snapshot."""
     rows = [("model", "kind", "step", "loss", "|dL/dW| first", "|dL/dW| last", "first/last", "verdict")]
@@ -228,7 +267,7 @@ def ratio_table(profiles: list[GradientProfile]) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     note = (
-        f"verdict: first/last < {VANISHING_BELOW:g} vanishing, > {EXPLODING_ABOVE:g} exploding, "
+        f"labels: first/last < {VANISHING_BELOW:g} vanishing, > {EXPLODING_ABOVE:g} exploding, "
         "else healthy (first = input layer, last = classifier)"
     )
     return "\n".join([*lines, note])

@@ -8,15 +8,26 @@ figures; in Jupyter a result displays its table and figure inline.
 
 from __future__ import annotations
 
+import sys
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from reslab.analysis.defaults import (
+    DEFAULT_GRADIENTS,
+    GRID,
+    PAIR_GRID,
+    PAIR_SEEDS,
+    PAIR_TEXT,
+    default_pair,
+)
 from reslab.analysis.gradient_flow import (
     EXPLODING_ABOVE,
     VANISHING_BELOW,
     GradientProfile,
     gradient_profile,
+    gradient_verdict,
     ratio_table,
 )
 from reslab.analysis.layer_responses import (
@@ -58,11 +69,20 @@ class _StudyConfig:
 class GradientsConfig(_StudyConfig):
     """``reslab gradients``: gradient norm per layer at the start and after ``steps`` SGD steps."""
 
-    models: tuple[str, ...] = setting(
-        help="model names (fresh; NAME:KEY=VALUE adds options) or run directories, e.g. plain20,resnet20",
-        metavar="NAME,NAME",
+    entries: tuple[str, ...] = setting(
+        (),
+        help="model names (fresh; NAME:KEY=VALUE adds options) or run directories, e.g. plain20 resnet20; "
+        f"none: {', '.join(DEFAULT_GRADIENTS)} at initialisation",
+        flag="entries",
+        metavar="MODEL",
+    )
+    models: tuple[str, ...] | None = setting(
+        None, help="deprecated: pass the models as positional arguments instead", metavar="NAME,NAME"
     )
     steps: int = setting(20, help="SGD steps after the first snapshot", metavar="K")
+    seeds: int = setting(
+        1, help="initialisations per fresh model (seed .. seed+N-1); the verdict needs 2 or more", metavar="N"
+    )
     batch_size: int = setting(64, help="probe and step batch", metavar="B")
     lr: float = setting(0.01, help="SGD learning rate (momentum 0.9)", metavar="LR")
     out: str = setting("analysis/gradients", help="output directory", metavar="DIR")
@@ -73,7 +93,10 @@ class ResponsesConfig(_StudyConfig):
     """``reslab responses``: std of each block's branch output (He et al. 2015, Fig. 7)."""
 
     entries: tuple[str, ...] = setting(
-        help="run directories (trained) or model names (fresh)", flag="entries"
+        (),
+        help=f"run directories (trained) or model names (fresh); none: {PAIR_TEXT}, seeds 0 and 1",
+        flag="entries",
+        metavar="RUN",
     )
     samples: int = setting(512, help="training images used", metavar="N")
     out: str = setting("analysis/responses", help="output directory", metavar="DIR")
@@ -83,8 +106,15 @@ class ResponsesConfig(_StudyConfig):
 class LandscapeConfig(_StudyConfig):
     """``reslab landscape``: the loss on a 2D grid around the weights (Li et al. 2018)."""
 
-    entries: tuple[str, ...] = setting(help="run directories (or model names: fresh weights)", flag="entries")
-    grid: int = setting(21, help="G x G points, odd", metavar="G")
+    entries: tuple[str, ...] = setting(
+        (),
+        help=f"run directories (or model names: fresh weights); none: {PAIR_TEXT}, seed 0",
+        flag="entries",
+        metavar="RUN",
+    )
+    grid: int | None = setting(
+        None, help=f"G x G points, odd; default {GRID}, or {PAIR_GRID} for the default pair", metavar="G"
+    )
     span: float = setting(1.0, help="coordinates run over [-span, span]")
     samples: int = setting(256, help="fixed training images per point", metavar="N")
     out: str = setting("analysis/landscape", help="output directory", metavar="DIR")
@@ -129,12 +159,16 @@ def _config(cls: type, cfg: Any, settings: dict[str, Any]) -> Any:
     """``cfg`` with ``settings`` on top, or a new ``cls(**settings)``; names may be given comma-separated."""
     cfg = replace(cfg, **settings) if cfg is not None else cls(**settings)
     for name in ("models", "entries"):
-        if hasattr(cfg, name):
+        if getattr(cfg, name, None) is not None:
             value = getattr(cfg, name)
             cfg = replace(
                 cfg, **{name: tuple(split_entries([value] if isinstance(value, str) else list(value)))}
             )
     return cfg
+
+
+def _say(text: str) -> None:
+    sys.stderr.write(f"reslab: {text}\n")
 
 
 def _subjects(cfg: _StudyConfig, entries: list[str]) -> tuple[Any, list[Subject], Path]:
@@ -177,15 +211,24 @@ def _write(out: Path, name: str, data: dict[str, Any], figure: Any) -> tuple[dic
 def gradients(cfg: GradientsConfig | None = None, /, **settings: Any) -> GradientsResult:
     """Gradient norm per weight layer and per block output, at the start and after ``steps`` SGD steps.
 
-    ``gradients(models=["plainmlp64", "resmlp64"])`` or ``gradients(GradientsConfig(...))``.
+    ``gradients(entries=["plainmlp64", "resmlp64"])``, ``gradients(GradientsConfig(...))``, or
+    ``gradients()``: plain56 and resnet56 at initialisation. ``models=`` is the deprecated name of
+    ``entries=`` (it still works, with a FutureWarning).
     """
     from reslab.plots import gradients_figure
 
     cfg = _config(GradientsConfig, cfg, settings)
-    cfg._check_sizes({"steps": 0}, steps=cfg.steps)  # 0: the snapshot at initialisation only
+    if cfg.models is not None:
+        if cfg.entries:
+            raise ConfigError("models given twice, as entries and as --models; pass them as entries only")
+        message = "gradients(models=...) is deprecated; pass entries=... (positional on the command line)"
+        warnings.warn(message, FutureWarning, stacklevel=2)
+        cfg = replace(cfg, entries=cfg.models, models=None)
+    cfg._check_sizes({"steps": 0}, steps=cfg.steps, seeds=cfg.seeds)  # 0: the snapshot at start only
     if not cfg.lr > 0:
         raise ConfigError(f"--lr must be a positive number, got {cfg.lr}")
-    ds, subjects, out = _subjects(cfg, list(cfg.models))
+    ds, subjects, out = _subjects(cfg, list(cfg.entries or DEFAULT_GRADIENTS))
+    subjects = _reseeded(cfg, ds, subjects)
     profiles = []
     for s in subjects:
         # The SGD steps draw from 8 batches' worth of fixed training images: enough for K ~ 20 steps.
@@ -196,17 +239,38 @@ def gradients(cfg: GradientsConfig | None = None, /, **settings: Any) -> Gradien
                 label=s.label, model_name=s.model_name, residual=s.residual, trained=s.trained,
             )
         )  # fmt: skip
+    sentence = gradient_verdict(profiles)
     data = {
         "dataset": ds.name,
         "steps": cfg.steps,
+        "seeds": cfg.seeds,
         "batch_size": cfg.batch_size,
         "lr": cfg.lr,
         "seed": cfg.seed,
         "thresholds": {"vanishing_below": VANISHING_BELOW, "exploding_above": EXPLODING_ABOVE},
+        "verdict": sentence,
         "models": [dict(p.to_dict(), source=s.source) for p, s in zip(profiles, subjects)],
     }
-    files, figures = _write(out, "gradients", data, gradients_figure(profiles))
-    return GradientsResult(out, ratio_table(profiles), "", files, figures, profiles)
+    # The figure draws the first initialisation of each model; the table and the JSON have every one.
+    first = [p for p, s in zip(profiles, subjects) if s.seed_offset == 0]
+    files, figures = _write(out, "gradients", data, gradients_figure(first))
+    return GradientsResult(out, ratio_table(profiles), sentence, files, figures, profiles)
+
+
+def _reseeded(cfg: GradientsConfig, ds: Any, subjects: list[Subject]) -> list[Subject]:
+    """The subjects, then the fresh ones again at seeds ``seed+1 .. seed+seeds-1`` (labelled by seed)."""
+    if cfg.seeds == 1:
+        return subjects
+    fresh = [s.entry for s in subjects if not s.trained]
+    out = list(subjects)
+    for k in range(1, cfg.seeds):
+        for s in load_subjects(fresh, ds, seed=cfg.seed + k, model_kwargs=cfg.model_kwargs):
+            s.seed_offset = k
+            out.append(s)
+    for s in out:
+        if not s.trained:
+            s.label = f"{s.label} (seed {cfg.seed + s.seed_offset})"
+    return out
 
 
 def responses(cfg: ResponsesConfig | None = None, /, **settings: Any) -> ResponsesResult:
@@ -215,7 +279,8 @@ def responses(cfg: ResponsesConfig | None = None, /, **settings: Any) -> Respons
 
     cfg = _config(ResponsesConfig, cfg, settings)
     cfg._check_sizes(samples=cfg.samples)
-    ds, subjects, out = _subjects(cfg, list(cfg.entries))
+    entries = list(cfg.entries) or default_pair(PAIR_SEEDS, _say)
+    ds, subjects, out = _subjects(cfg, entries)
     profiles = []
     for s in subjects:
         x, _ = fixed_batch(ds, s.norm, cfg.samples, seed=cfg.seed)
@@ -247,9 +312,11 @@ def landscape(cfg: LandscapeConfig | None = None, /, **settings: Any) -> Landsca
     from reslab.plots import landscape_figure
 
     cfg = _config(LandscapeConfig, cfg, settings)
+    cfg = replace(cfg, grid=cfg.grid if cfg.grid is not None else (GRID if cfg.entries else PAIR_GRID))
     grid_coords(cfg.grid, cfg.span)  # validate before any loading
     cfg._check_sizes(samples=cfg.samples)
-    ds, subjects, out = _subjects(cfg, list(cfg.entries))
+    entries = list(cfg.entries) or default_pair(1, _say)
+    ds, subjects, out = _subjects(cfg, entries)
     if len({s.residual for s in subjects}) == 2 and len({s.depth for s in subjects}) > 1:
         depths = ", ".join(f"{s.label}={s.depth}" for s in subjects)
         raise ConfigError(

@@ -34,9 +34,12 @@ class Subject:
     norm: Normalization  # applied to uint8 images before the model
     source: str  # the run directory, or "fresh (at initialisation)"
     model_kwargs: dict[str, Any] = field(default_factory=dict)  # build_model options it was built with
+    entry: str = ""  # as given: a run directory, or NAME[:KEY=VALUE...]
+    seed_offset: int = 0  # a fresh model drawn again at seed + seed_offset (``gradients --seeds``)
 
 
-def _is_run(entry: str) -> bool:
+def is_run(entry: str) -> bool:
+    """A run directory (or weights file) rather than a registry name."""
     return Path(entry).expanduser().exists() or "/" in entry or entry.endswith((".safetensors", ".json"))
 
 
@@ -73,7 +76,7 @@ def load_subjects(
         raise ConfigError("no models given; pass model names (e.g. plain20,resnet20) or run directories")
     fresh_norm = Normalization.from_dataset(ds, "channel")  # fresh models see the dataset's statistics
     subjects = [
-        _trained(entry, ds) if _is_run(entry) else _fresh(entry, ds, seed, model_kwargs or {}, fresh_norm)
+        _trained(entry, ds) if is_run(entry) else _fresh(entry, ds, seed, model_kwargs or {}, fresh_norm)
         for entry in entries
     ]
     for s in subjects:
@@ -100,7 +103,7 @@ def _trained(entry: str, ds: ArrayDataset) -> Subject:
     label = path.name if path.is_dir() else path.stem
     name, kwargs = info.config.model, dict(info.config.model_kwargs)
     return Subject(
-        label, name, model, spec.residual, spec.depth, spec.family, True, info.norm, str(path), kwargs
+        label, name, model, spec.residual, spec.depth, spec.family, True, info.norm, str(path), kwargs, entry
     )
 
 
@@ -116,7 +119,9 @@ def _fresh(entry: str, ds: ArrayDataset, seed: int, kwargs: dict[str, Any], norm
     built = {**kwargs, **options}
     model = build_model(name, num_classes=ds.num_classes, input_shape=ds.image_shape, **built)
     fresh = "fresh (at initialisation)"
-    return Subject(entry, name, model, spec.residual, spec.depth, spec.family, False, norm, fresh, built)
+    return Subject(
+        entry, name, model, spec.residual, spec.depth, spec.family, False, norm, fresh, built, entry
+    )
 
 
 def split_entries(values: list[str]) -> list[str]:

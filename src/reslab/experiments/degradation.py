@@ -271,6 +271,7 @@ def _sweep(cfg: CompareConfig, out: Path, say: Say, on_run: OnRun | None, starte
 def _write_outputs(cfg: CompareConfig, out: Path, records: list[RunRecord], seconds: float) -> CompareResult:
     """results.json/.csv/.md, curves.png and error_vs_depth.png; the result with the figures."""
     from reslab.plots import compare_curves_figure, error_vs_depth_figure, save_png
+    from reslab.reports import write_sweep_report
 
     rows = aggregate(records)
     label = "dense blocks" if cfg.family == "mlp" else "layers"
@@ -287,7 +288,9 @@ def _write_outputs(cfg: CompareConfig, out: Path, records: list[RunRecord], seco
     }
     for name, fig in figures.items():
         files[f"{name}.png"] = save_png(fig, out / f"{name}.png")
-    return CompareResult(
+    result = CompareResult(
         out=out, config=cfg, runs=records, rows=rows, table=table, verdict=line, checks=checks(rows),
         files=files, figures=figures, seconds=round(seconds, 3),
     )  # fmt: skip
+    files["report.html"] = write_sweep_report(result, title.removeprefix("# ").strip())
+    return result

@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from reslab.evidence import ONE_SEED, RULE, Separation, separate
+
 KINDS = ("plain", "residual")
 
 
@@ -37,13 +39,27 @@ class RunRecord:
     status: str = "trained"  # "trained" | "diverged" (NaN/inf: its errors are the last finite ones, or NaN)
     diverged_at: int | None = None  # the iteration whose loss, gradients or weights were not finite
 
+    @property
+    def running_train_error(self) -> float | None:
+        """The last evaluation's *running* training error (train mode, averaged over the interval's batches:
+        metrics.jsonl's ``train_error``), not the eval-mode ``final_train_error``."""
+        value = self.history[-1].get("train_error") if self.history else None
+        return float(value) if isinstance(value, int | float) else None
+
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         del out["history"]  # the curves stay in each run's metrics.jsonl
-        return out
+        return {**out, "running_train_error": self.running_train_error}
 
 
-CSV_FIELDS = tuple(f.name for f in fields(RunRecord) if f.name != "history")
+CSV_FIELDS = (*(f.name for f in fields(RunRecord) if f.name != "history"), "running_train_error")
+# What the error columns of results.json / results.csv mean (results.json carries this as "columns").
+COLUMNS = {
+    "final_train_error": "eval mode, the whole training split, end of the run (the paper's training error)",
+    "final_test_error": "eval mode, the whole test split, at the end of the run",
+    "running_train_error": "train mode, averaged over the batches of the last evaluation interval "
+    "(metrics.jsonl's train_error); for a diverged run, final_train_error is this figure too",
+}
 
 
 @dataclass(frozen=True)
@@ -82,6 +98,13 @@ class Row:
     seconds: Stat
     diverged: int = 0  # runs of this depth and kind that diverged
     diverged_at: int | None = None  # the earliest iteration at which one did
+    train_errors: tuple[float, ...] = ()  # per seed, the runs that trained (the values of train_error)
+
+    def effective_errors(self) -> list[float]:
+        """Per seed, the training error the verdicts compare: a diverged seed counts as 100% (not trained).
+        A row built without its per-seed values stands for its mean alone (one seed: nothing tested)."""
+        trained = list(self.train_errors) or ([self.train_error.mean] if self.train_error.n else [])
+        return trained + [1.0] * self.diverged
 
     @property
     def failed(self) -> bool:
@@ -116,6 +139,7 @@ def aggregate(records: Sequence[RunRecord], *, kinds: Sequence[str] = KINDS) -> 
                     seconds=Stat.of([r.seconds for r in group]),
                     diverged=len(failed),
                     diverged_at=min(failed) if failed else None,
+                    train_errors=tuple(r.final_train_error for r in ok),
                 )
             )
     return rows
@@ -163,41 +187,66 @@ class SweepResult:
 
 @dataclass(frozen=True)
 class Checks:
-    """The lecture's claims as yes/no facts, from the seed means (and spreads)."""
+    """The lecture's claims as yes/no facts: comparisons by :func:`reslab.evidence.separate` (every seed
+    beyond every seed and a gap above 2 standard errors), ratios from the seed means."""
 
-    plain_rises: bool  # (1) plain training error never falls with depth and ends higher than it starts
-    residual_fifth: bool  # deepest: residual training error <= 1/5 of the plain one
-    residual_flat: bool  # deepest residual within 2 points of the shallowest residual
-    residual_improves: bool = False  # (2) deepest residual below the shallowest, beyond the seed spread
-    residual_tenth: bool = False  # deepest: residual training error <= 1/10 of the plain one
+    plain_rises: bool  # (1) deepest plain above the shallowest under the rule, no neighbour pair below
+    residual_fifth: bool  # deepest: mean residual training error <= 1/5 of the plain one
+    residual_flat: bool  # deepest residual within 2 points of the shallowest residual (means)
+    residual_improves: bool = False  # (2) deepest residual below the shallowest under the rule
+    residual_tenth: bool = False  # deepest: mean residual training error <= 1/10 of the plain one
+    residual_below_plain: bool = False  # deepest: residual below plain under the rule
+    tested: bool = False  # every row compared has two seeds or more: the comparisons above were made
+    plain_trend: Separation = "one seed"  # deepest plain against the shallowest
+    residual_trend: Separation = "one seed"  # deepest residual against the shallowest
+    deepest: Separation = "one seed"  # deepest residual against the deepest plain
+
+
+def _depths(rows: Sequence[Row]) -> list[int]:
+    """The depths with both a plain and a residual row, shallow to deep."""
+    return sorted({r.depth for r in rows if _row(rows, "plain", r.depth) and _row(rows, "residual", r.depth)})
 
 
 def checks(rows: Sequence[Row]) -> Checks | None:
     """None when the sweep has fewer than two depths with both kinds (nothing to compare)."""
-    depths = sorted(
-        {r.depth for r in rows if _row(rows, "plain", r.depth) and _row(rows, "residual", r.depth)}
-    )
+    depths = _depths(rows)
     if len(depths) < 2:
         return None
-    plain = [_effective(_row(rows, "plain", d)) for d in depths]
-    res = [_effective(_row(rows, "residual", d)) for d in depths]
-    shallow, deep = _row(rows, "residual", depths[0]), _row(rows, "residual", depths[-1])
-    assert shallow is not None and deep is not None
-    spread = (0.0 if shallow.failed else shallow.train_error.std) + (
-        0.0 if deep.failed else deep.train_error.std
+    plain_rows = [_must(_row(rows, "plain", d)) for d in depths]
+    res_rows = [_must(_row(rows, "residual", d)) for d in depths]
+    plain = [_effective(r) for r in plain_rows]
+    res = [_effective(r) for r in res_rows]
+    seeds = [r.effective_errors() for r in (*plain_rows, *res_rows)]
+    plain_trend = separate(plain_rows[-1].effective_errors(), plain_rows[0].effective_errors())
+    # A plain net pinned at chance (90% on 10 classes) cannot rise further: only a fall between
+    # neighbours, beyond the seed spread, breaks the trend.
+    falls = any(
+        separate(b.effective_errors(), a.effective_errors()) == "below"
+        for a, b in itertools.pairwise(plain_rows)
     )
+    residual_trend = separate(res_rows[-1].effective_errors(), res_rows[0].effective_errors())
+    deepest = separate(res_rows[-1].effective_errors(), plain_rows[-1].effective_errors())
     return Checks(
-        # Non-strict between neighbours: a plain net pinned at chance (90% on 10 classes) cannot rise further.
-        plain_rises=all(b >= a for a, b in itertools.pairwise(plain)) and plain[-1] > plain[0],
+        plain_rises=plain_trend == "above" and not falls,
         residual_fifth=res[-1] <= plain[-1] / 5,
         residual_flat=abs(res[-1] - res[0]) <= 0.02,
-        residual_improves=not deep.failed and res[-1] + spread < res[0],
+        residual_improves=not res_rows[-1].failed and residual_trend == "below",
         residual_tenth=res[-1] <= plain[-1] / 10,
+        residual_below_plain=deepest == "below",
+        tested=all(len(s) > 1 for s in seeds),
+        plain_trend=plain_trend,
+        residual_trend=residual_trend,
+        deepest=deepest,
     )
+
+
+def _must(row: Row | None) -> Row:
+    assert row is not None
+    return row
 
 
 def _effective(row: Row | None) -> float:
-    """The training error the checks use: 100% for a depth whose runs diverged (not trained)."""
+    """The training error the ratios use: 100% for a depth whose runs diverged (not trained)."""
     assert row is not None
     return 1.0 if row.failed else row.train_error.mean
 
@@ -207,53 +256,74 @@ def _pct(row: Row | None) -> str:
     return "diverged" if row.failed else f"{100 * row.train_error.mean:.2f}%"
 
 
-def _claim_two(rows: Sequence[Row], depths: list[int], c: Checks) -> str:
-    """The lecture's second claim, as measured: does residual training error fall as the net deepens?"""
-    first, last = _row(rows, "residual", depths[0]), _row(rows, "residual", depths[-1])
-    assert first is not None and last is not None
-    trend = f"{_pct_spread(first)} at {depths[0]} -> {_pct_spread(last)} at {depths[-1]}"
-    if c.residual_improves:
-        seeds = "beyond the seed spread" if last.train_error.n > 1 else "one seed: no spread measured"
-        return f"Residual training error falls with depth ({trend}; {seeds})."
-    return f"Residual training error does not fall with depth here ({trend})."
-
-
 def _pct_spread(row: Row) -> str:
     return "diverged" if row.failed else row.train_error.pct() + "%"
+
+
+def count(n: int, unit: str) -> str:
+    """``"1 dense block"``, ``"4 dense blocks"``, ``"20 layers"``: ``unit`` is given in the plural."""
+    return f"{n} {unit[:-1] if n == 1 and unit.endswith('s') else unit}"
+
+
+_TREND = {"above": "rises", "below": "falls", "overlap": "shows no clear difference"}
+
+
+def _claim_two(rows: Sequence[Row], depths: list[int], c: Checks) -> str:
+    """The lecture's second claim, as measured: does residual training error fall as the net deepens?"""
+    first, last = _must(_row(rows, "residual", depths[0])), _must(_row(rows, "residual", depths[-1]))
+    trend = f"{_pct_spread(first)} at {depths[0]} -> {_pct_spread(last)} at {depths[-1]}"
+    if not c.tested:
+        return f"Residual training error {trend}."
+    return f"Residual training error {_TREND[c.residual_trend]} with depth ({trend})."
+
+
+def _deepest(rows: Sequence[Row], deep: str, c: Checks) -> str:
+    """The twins at the deepest depth: the numbers, and their ratio or the comparison under the rule."""
+    depths = _depths(rows)
+    p, r = _must(_row(rows, "plain", depths[-1])), _must(_row(rows, "residual", depths[-1]))
+    head = f"at {deep} residual {_pct(r)} vs plain {_pct(p)}"
+    if p.failed or r.failed:
+        return head
+    pe, re_ = _effective(p), _effective(r)
+    if not c.tested:
+        return head + (f" (plain/residual {pe / re_:.1f})" if re_ > 0 else "")
+    if c.deepest == "below":
+        return head + (f" ({pe / re_:.1f}x lower)" if re_ > 0 else " (residual at zero)")
+    return head + (" (residual higher)" if c.deepest == "above" else ": no clear difference")
 
 
 def verdict(rows: Sequence[Row], *, layers_label: str = "layers") -> str:
     """One line: does plain training error rise with depth, and how do the twins compare at the deepest.
 
-    A depth whose runs diverged counts as not trained (100% error) and reads "diverged".
+    Comparisons follow :mod:`reslab.evidence`: "rises", "falls", "lower" only when every seed of one side
+    is beyond every seed of the other and the gap exceeds 2 standard errors; with one seed the numbers are
+    stated and the verdict says they were not tested against noise. A depth whose runs diverged counts as
+    not trained (100% error) and reads "diverged".
     """
-    depths = sorted(
-        {r.depth for r in rows if _row(rows, "plain", r.depth) and _row(rows, "residual", r.depth)}
-    )
+    depths = _depths(rows)
     c = checks(rows)
     if c is None:
         return "verdict: needs at least two depths with both a plain and a residual run"
-    deep = depths[-1]
-    p, r = _row(rows, "plain", deep), _row(rows, "residual", deep)
     trend = " → ".join(_pct(_row(rows, "plain", d)) for d in depths)
-    pe, re_ = _effective(p), _effective(r)
-    assert p is not None and r is not None
-    if p.failed or r.failed:
-        deepest = f"at {deep} {layers_label} residual {_pct(r)} vs plain {_pct(p)}"
-    else:
-        ratio = f"{pe / re_:.1f}x lower" if re_ > 0 else "residual at zero"
-        deepest = f"at {deep} {layers_label} residual {_pct(r)} vs plain {_pct(p)} ({ratio})"
+    deep = count(depths[-1], layers_label)
+    deepest = _deepest(rows, deep, c)
     n_div = sum(x.diverged for x in rows)
     tail = " " + _claim_two(rows, depths, c)
     tail += f" {n_div} run(s) diverged (counted as not trained)." if n_div else ""
+    if not c.tested:
+        span = f"from {depths[0]} to {deep}"
+        return f"verdict: {ONE_SEED} (use --seeds 3); plain training error {trend} {span}; {deepest}.{tail}"
+    tail += f" ('rises'/'falls'/'lower': {RULE}.)"
     rises = f"plain training error rises with depth ({trend})"
-    if c.plain_rises and c.residual_fifth:
+    if c.plain_rises and c.residual_below_plain and c.residual_fifth:
         return f"verdict: degradation reproduced: {rises}; {deepest}.{tail}"
     if c.plain_rises:
-        but = "the residual net diverged" if r.failed else "the residual gain is small"
+        failed = _must(_row(rows, "residual", depths[-1])).failed
+        but = "the residual net diverged" if failed else "the residual gain is small"
         return f"verdict: {rises}, but {but}: {deepest}.{tail}"
+    how = "does not rise at every step" if c.plain_trend == "above" else _TREND[c.plain_trend]
     return (
-        f"verdict: no clear degradation at these settings: plain training error {trend} does not rise with "
+        f"verdict: no clear degradation at these settings: plain training error {trend} {how} with "
         f"depth; {deepest}. Try deeper nets or more --epochs.{tail}"
     )
 
@@ -267,7 +337,8 @@ def write_results(
 
     paths = {"results.json": out / "results.json", "results.csv": out / "results.csv"}
     entries = [r.to_dict() for r in records]
-    paths["results.json"].write_text(strict_json({"runs": entries, **(extra or {})}), encoding="utf-8")
+    data = {"runs": entries, "columns": COLUMNS, **(extra or {})}
+    paths["results.json"].write_text(strict_json(data), encoding="utf-8")
     with open(paths["results.csv"], "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
         writer.writeheader()
