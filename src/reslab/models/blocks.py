@@ -217,9 +217,14 @@ class ResidualUnit(nn.Module):
     path at all. The sum itself is written out in each block's ``forward``.
     """
 
+    expansion: int = 1  # output channels per "planes" (4 for bottlenecks)
     residual: bool
     downsample: nn.Module | None
     modulation: nn.Module | None
+
+    def zero_init_last(self) -> None:
+        """Zero the branch's last BN (or conv) so that the unit starts as its shortcut (Goyal et al. 2017)."""
+        raise NotImplementedError
 
     def _init_paths(
         self,

@@ -18,6 +18,7 @@ from reslab.models.blocks import (
     Bottleneck,
     PreActBasicBlock,
     PreActBottleneck,
+    ResidualUnit,
     Shortcut,
     ShortcutPad,
 )
@@ -128,7 +129,7 @@ def _block(
     placement: Placement,
     after_stem: bool,
     **common: Any,
-) -> nn.Module:
+) -> ResidualUnit:
     """One unit of a CIFAR net: bottleneck or basic, pre- or post-activation, in the order ``placement``."""
     if bottleneck:
         cls = PreActBottleneck if preact else Bottleneck

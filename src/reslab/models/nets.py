@@ -18,9 +18,10 @@ All initialisation happens in :func:`init_weights`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from collections.abc import Iterator, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +35,7 @@ from reslab.models.blocks import (
     BranchScale,
     Norm,
     ResidualDenseBlock,
+    ResidualUnit,
     Shortcut,
 )
 from reslab.models.identity_mappings import GatedShortcut
@@ -77,11 +79,11 @@ def init_weights(model: nn.Module, *, zero_init_residual: bool = False) -> None:
             nn.init.zeros_(m.bias)
     if zero_init_residual:
         for m in model.modules():
-            if getattr(m, "residual", False) and hasattr(m, "zero_init_last"):
+            if isinstance(m, ResidualUnit | ResidualDenseBlock) and m.residual:
                 m.zero_init_last()
-    fixup = [m for m in model.modules() if getattr(m, "branch_scale", None) == "fixup"]
+    fixup = [m for m in model.modules() if isinstance(m, ResidualDenseBlock) and m.branch_scale == "fixup"]
     for m in model.modules():
-        if isinstance(m, GatedShortcut):
+        if isinstance(m, GatedShortcut) and m.gate.bias is not None:
             nn.init.constant_(m.gate.bias, m.bias_init)
     with torch.no_grad():
         for m in fixup:
@@ -108,8 +110,15 @@ def _frozen_bn_stats(module: nn.Module) -> Iterator[None]:
     finally:
         for m, (momentum, tracked) in zip(bns, saved):
             m.momentum = momentum
-            if tracked is not None:
+            if tracked is not None and m.num_batches_tracked is not None:
                 m.num_batches_tracked.copy_(tracked)
+
+
+def _recompute_contexts(
+    segment: nn.Module,
+) -> tuple[contextlib.AbstractContextManager[Any], contextlib.AbstractContextManager[Any]]:
+    """checkpoint's (forward, recompute) contexts: BN statistics are not counted twice."""
+    return contextlib.nullcontext(), _frozen_bn_stats(segment)
 
 
 class WindowAvgPool(nn.Module):
@@ -130,6 +139,7 @@ class StagedNet(nn.Module):
     stage_names: tuple[str, ...] = ()
     default_input_size: tuple[int, ...] = ()
     activation_checkpointing: bool = False
+    fc: nn.Module  # the classifier (torchvision's and timm's name)
 
     @property
     def stages(self) -> list[nn.Sequential]:
@@ -159,7 +169,7 @@ class StagedNet(nn.Module):
                     segment,
                     x,
                     use_reentrant=False,
-                    context_fn=lambda s=segment: (contextlib.nullcontext(), _frozen_bn_stats(s)),
+                    context_fn=functools.partial(_recompute_contexts, segment),
                 )
         return x
 
@@ -262,7 +272,7 @@ class ResNet(StagedNet):
             for j in range(n):
                 s = 2 if i > 1 and j == 0 else 1
                 if cls is Bottleneck:
-                    b = Bottleneck(
+                    b: nn.Module = Bottleneck(
                         in_planes,
                         planes,
                         s,

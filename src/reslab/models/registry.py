@@ -33,7 +33,11 @@ from reslab.models.options import ModelOptions, model_options
 from reslab.models.specs import FAMILIES as FAMILIES  # re-exported: `reslab models --family` lists them
 from reslab.models.specs import IMAGENET_LAYERS, Family, ModelSpec, count_parameters_of, validate_spec
 
-_MLP, _CIFAR, _PRE, _WRN, _IN = "mlp", "cifar", "cifar_preact", "wrn", "imagenet"
+_MLP: Family = "mlp"
+_CIFAR: Family = "cifar"
+_PRE: Family = "cifar_preact"
+_WRN: Family = "wrn"
+_IN: Family = "imagenet"
 _REGISTRY: dict[str, ModelSpec] = {
     "resmlp4": ModelSpec(_MLP, 4),
     "resmlp8": ModelSpec(_MLP, 8),
@@ -353,9 +357,13 @@ def parameter_count(
     models (see :func:`reslab.models.specs.count_parameters_of`).
     """
     spec = model_info(name)
-    changes = {"widen": widen, "shortcut_kind": shortcut_kind, "placement": placement}
-    if any(v is not None for v in changes.values()):
-        spec = replace(spec, **{k: v for k, v in changes.items() if v is not None})
+    if widen is not None or shortcut_kind is not None or placement is not None:
+        spec = replace(
+            spec,
+            widen=spec.widen if widen is None else widen,
+            shortcut_kind=shortcut_kind or spec.shortcut_kind,
+            placement=placement or spec.placement,
+        )
         validate_spec(spec, name)
     if spec.family == "mlp" and in_channels is not None:
         raise ConfigError(f"{name} flattens its input (784 features by default): in_channels does not apply")

@@ -85,7 +85,8 @@ def summarize(model: nn.Module, input_size: Sequence[int] | None = None) -> Mode
     ``head`` (everything after). A model without ``stage_names`` gets one row per top-level module.
     ``input_size`` excludes the batch; default ``model.default_input_size``.
     """
-    size = tuple(int(s) for s in (input_size or getattr(model, "default_input_size", ())))
+    given: Sequence[int] = input_size or getattr(model, "default_input_size", None) or ()
+    size = tuple(int(s) for s in given)
     if not size or min(size) < 1:
         raise ConfigError(f"input size must be positive, e.g. 3 32 32; got {size or 'nothing'}")
     stage_names = list(getattr(model, "stage_names", ()))
@@ -133,8 +134,10 @@ def _trace(
         per_sample = out.numel() // out.shape[0]
         if isinstance(m, nn.Conv2d):
             fan_in = (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
-        else:  # nn.Linear
+        elif isinstance(m, nn.Linear):
             fan_in = m.in_features
+        else:
+            return
         macs[group] = macs.get(group, 0) + per_sample * fan_in
 
     hooks = []
