@@ -131,8 +131,14 @@ class AblateConfig(SweepSettings, AblateGrid):
                 f"--model-kwargs {unit[0]}=... would change every variant, the baseline too; give it per "
                 "variant instead, e.g. --variants identity,scaling:shortcut_scale=0.8"
             )
-        check_variants(cfg.variants, cfg.depth, cfg.widen)
-        return cfg._finish(f"ablate-{cfg.model}", len(cfg.variants) * seeds)
+        check_variants(cfg.variant_names, cfg.depth, cfg.widen)
+        cfg._check_resolved(len(cfg.variant_names) * seeds)
+        return replace(cfg, out=cfg.out or cfg.default_out(f"ablate-{cfg.model}"))
+
+    @property
+    def variant_names(self) -> tuple[str, ...]:
+        """The variants, the baseline first (call on a resolved config: the preset's when none were given)."""
+        return tuple(self.variants or ())
 
     @property
     def model(self) -> str:
@@ -209,12 +215,12 @@ def ablate_runs(cfg: AblateConfig) -> list[Job]:
     """The sweep's runs in training order (call on a resolved config): seed by seed, the variants in the
     order given, so an interrupted multi-seed sweep already has a whole first picture."""
     jobs: list[Job] = []
-    for seed in range(cfg.seeds):
-        for variant in cfg.variants:
+    for seed in range(cfg.seed_count):
+        for variant in cfg.variant_names:
             out = str(Path(cfg.out or ".") / run_dir_name(variant, seed))
             tcfg = cfg.train_config(variant, seed=seed, out=out)
             label = f"{cfg.model} {variant}"
-            jobs.append(Job(len(jobs), variant, cfg.depth, seed, cfg.model, tcfg, label=label))
+            jobs.append(Job(len(jobs), variant, cfg.depth or 0, seed, cfg.model, tcfg, label=label))
     return jobs
 
 
@@ -321,13 +327,13 @@ def ablate(
 def _sweep(cfg: AblateConfig, out: Path, say: Say, on_run: OnRun | None, started: float) -> AblateResult:
     check_sweep_file(out, cfg.settings(), SWEEP_FILE)
     jobs = ablate_runs(cfg)
-    what = f"{cfg.model}, {len(cfg.variants)} variants x {cfg.seeds} seed(s)"
+    what = f"{cfg.model}, {len(cfg.variant_names)} variants x {cfg.seeds} seed(s)"
     say(f"ablate: {len(jobs)} runs ({what}) on {cfg.dataset} in {out}")
     records = run_jobs(
         jobs, say=say, cost=lambda _job: 1.0, devices=cfg.devices, retry_diverged=cfg.retry_diverged,
         only=cfg.run_index, on_run=on_run,
     )  # fmt: skip
-    rows = aggregate(records, kinds=tuple(cfg.variants))
+    rows = aggregate(records, kinds=tuple(cfg.variant_names))
     if cfg.run_index is not None:  # one run of a distributed sweep: the full call gathers and draws
         return AblateResult(
             out=out, config=cfg, runs=records, rows=rows, seconds=time.perf_counter() - started
@@ -346,7 +352,7 @@ def _write_outputs(
     table, line = markdown_table(cfg, rows), verdict(cfg, rows, seps)
     variants = [
         {"variant": v, "build_model": cfg.build_options(v), "paper": _paper_entry(cfg.build_options(v))}
-        for v in cfg.variants
+        for v in cfg.variant_names
     ]
     files = write_results(out, records, extra={"model": cfg.model, "variants": variants})
     title = f"# Shortcut and activation ablations (He et al. 2016): {cfg.model} on {cfg.dataset}\n\n"
@@ -355,8 +361,8 @@ def _write_outputs(
     files["results.md"].write_text(text, encoding="utf-8")
     what = f"{cfg.model} on {cfg.dataset}"
     figures = {
-        "curves": ablation_curves_figure(records, baseline=cfg.variants[0], subject=what),
-        "errors": ablation_bars_figure(records, order=list(cfg.variants), subject=what),
+        "curves": ablation_curves_figure(records, baseline=cfg.variant_names[0], subject=what),
+        "errors": ablation_bars_figure(records, order=list(cfg.variant_names), subject=what),
     }
     for name, fig in figures.items():
         files[f"{name}.png"] = save_png(fig, out / f"{name}.png")

@@ -140,7 +140,8 @@ class CompareConfig(SweepSettings, CompareGrid):
             epochs=epochs,
             iterations=iterations,
         )
-        return cfg._finish(f"compare-{cfg.family}", len(cfg.depths) * 2 * cfg.seeds)
+        cfg._check_resolved(len(depths) * 2 * seeds)
+        return replace(cfg, out=cfg.out or cfg.default_out(f"compare-{cfg.family}"))
 
     def train_config(self, model: str, *, seed: int, out: str) -> TrainConfig:
         """The :class:`~reslab.engine.TrainConfig` of one run of the sweep (call on a resolved config): the
@@ -206,7 +207,7 @@ def compare_runs(cfg: CompareConfig) -> list[Job]:
     """The sweep's runs in training order (call on a resolved config): seed by seed, shallow to deep, plain
     then residual twin. Seed-major, so an interrupted multi-seed sweep already has a whole first picture."""
     jobs: list[Job] = []
-    for seed in range(cfg.seeds or 1):
+    for seed in range(cfg.seed_count):
         for depth in cfg.depths or ():
             for residual in (False, True):
                 model = model_name(cfg.family, depth, residual=residual)
@@ -254,7 +255,9 @@ def compare(
 def _sweep(cfg: CompareConfig, out: Path, say: Say, on_run: OnRun | None, started: float) -> CompareResult:
     check_sweep_file(out, cfg.settings(), SWEEP_FILE)
     jobs = compare_runs(cfg)
-    what = f"{cfg.family} depths {','.join(map(str, cfg.depths))} x plain/residual x {cfg.seeds} seed(s)"
+    what = (
+        f"{cfg.family} depths {','.join(map(str, cfg.depths or ()))} x plain/residual x {cfg.seeds} seed(s)"
+    )
     say(f"compare: {len(jobs)} runs ({what}) on {cfg.dataset} in {out}")
     records = run_jobs(
         jobs, say=say, cost=run_cost, devices=cfg.devices, retry_diverged=cfg.retry_diverged,

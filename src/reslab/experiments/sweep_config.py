@@ -116,6 +116,11 @@ class SweepSettings(TrainOverrides, SweepFlags):
     seeds: int | None  # the grid's: seeds 0..N-1 of every point
     out: str | None  # the grid's: the sweep folder
 
+    @property
+    def seed_count(self) -> int:
+        """Seeds 0..N-1 of every point (call on a resolved config: the preset's when none was given)."""
+        return self.seeds or 1
+
     def _preset_choices(
         self, presets: dict[str, dict[str, Any]], preset_name: str
     ) -> tuple[dict[str, Any], str, int]:
@@ -135,19 +140,18 @@ class SweepSettings(TrainOverrides, SweepFlags):
             raise ConfigError("--devices is empty; give e.g. --devices cuda:0,cuda:1")
         return preset, recipe, seeds
 
-    def _finish(self: _S, prefix: str, runs: int) -> _S:
-        """A resolved config: the first run's TrainConfig validated, the default ``--out``
-        (``runs/<prefix>-<dataset>-<hash of the settings>``) filled in, ``--run-index`` checked."""
+    def _check_resolved(self, runs: int) -> None:
+        """The first run's TrainConfig validated and ``--run-index`` checked (call on a resolved config)."""
         self.first_run().validate()
-        cfg = self
-        if cfg.out is None:
-            safe = str(cfg.dataset).replace(":", "_").replace("/", "_")
-            cfg = replace(cfg, out=str(Path("runs") / f"{prefix}-{safe}-{cfg.settings_hash()}"))
-        if cfg.run_index is not None and not 0 <= cfg.run_index < runs:
+        if self.run_index is not None and not 0 <= self.run_index < runs:
             raise ConfigError(
-                f"--run-index {cfg.run_index} is outside this sweep's runs 0..{runs - 1}; see --list-runs"
+                f"--run-index {self.run_index} is outside this sweep's runs 0..{runs - 1}; see --list-runs"
             )
-        return cfg
+
+    def default_out(self, prefix: str) -> str:
+        """``runs/<prefix>-<dataset>-<hash of the settings>``: a new folder whenever results would differ."""
+        safe = str(self.dataset).replace(":", "_").replace("/", "_")
+        return str(Path("runs") / f"{prefix}-{safe}-{self.settings_hash()}")
 
     def training(self, base: dict[str, Any]) -> dict[str, Any]:
         """``base`` (a preset's training settings) with every TrainConfig setting given on top; model
