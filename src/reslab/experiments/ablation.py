@@ -23,6 +23,7 @@ from reslab.experiments.paper_tables import paper_error, paper_note
 from reslab.experiments.results import Row, RunRecord, SweepResult, aggregate, write_results
 from reslab.experiments.sweep import Job, OnRun, Say, check_sweep_file, in_sweep_folder, run_jobs
 from reslab.experiments.sweep_config import PER_RUN, SweepFlags, SweepSettings
+from reslab.files import write_atomic
 from reslab.settings import overrides_class, setting
 
 SWEEP_FILE = "ablate.json"
@@ -367,7 +368,7 @@ def _write_outputs(
     title = f"# Shortcut and activation ablations (He et al. 2016): {cfg.model} on {cfg.dataset}\n\n"
     files["results.md"] = out / "results.md"
     text = title + table + "\n" + line + "\n"
-    files["results.md"].write_text(text, encoding="utf-8")
+    write_atomic(files["results.md"], text.encode(), "results")
     what = f"{cfg.model} on {cfg.dataset}"
     figures = {
         "curves": ablation_curves_figure(records, baseline=cfg.variants[0], subject=what),

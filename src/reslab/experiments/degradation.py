@@ -28,6 +28,7 @@ from reslab.experiments.results import (
 )
 from reslab.experiments.sweep import Job, OnRun, check_sweep_file, in_sweep_folder, run_jobs
 from reslab.experiments.sweep_config import PER_RUN, SweepFlags, SweepSettings
+from reslab.files import write_atomic
 from reslab.settings import overrides_class, setting
 
 Family = Literal["cifar", "mlp", "imagenet"]
@@ -295,7 +296,7 @@ def _write_outputs(cfg: Any, out: Path, records: list[RunRecord], seconds: float
     files = write_results(out, records)
     title = f"# Plain vs residual: {cfg.family} nets on {cfg.dataset}\n\n"
     files["results.md"] = out / "results.md"
-    files["results.md"].write_text(title + table + "\n" + line + "\n", encoding="utf-8")
+    write_atomic(files["results.md"], (title + table + "\n" + line + "\n").encode(), "results")
     what = f"{cfg.family} nets on {cfg.dataset}"
     figures = {
         "curves": compare_curves_figure(records, subject=what, depth_unit=label),
