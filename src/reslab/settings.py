@@ -207,9 +207,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     suffix = path.suffix.lower()
     try:
         if suffix in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text)
+            data = load_yaml(text, f"--config {path}")
         elif suffix == ".toml":
             data = _toml().loads(text)
         elif suffix == ".json":
@@ -221,12 +219,70 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     except Exception as err:  # yaml.YAMLError, tomllib.TOMLDecodeError, json.JSONDecodeError
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConfigError(f"--config {path} is not valid {suffix[1:].upper()}: {first}") from None
+    check_structure(data, f"--config {path}")  # sized before anything expands or copies it
     if isinstance(data, dict) and isinstance(data.get("config"), dict) and "data" in data:
         data = dict(data["config"])  # a run's config.json
         data.pop("out", None)  # a new run of the same settings: not into the old run's directory
     if not isinstance(data, dict):
         raise ConfigError(f"--config {path} must hold a mapping of setting names to values")
     return data
+
+
+# A settings file is a few dozen keys. These bounds turn a "billion laughs" YAML (aliases of aliases: a few
+# hundred bytes that expand to 10^9 items in whatever walks them: json.dumps, deepcopy, a hash) and a
+# 16 MiB array into one line at once, instead of minutes of work and a MemoryError.
+MAX_ALIASES = 100  # YAML aliases (*name) in one document
+MAX_ITEMS = 100_000  # values and containers, counted as expanded (an alias counts its whole target again)
+MAX_DEPTH = 32  # nested lists and mappings
+
+
+def load_yaml(text: str, where: str) -> Any:
+    """``yaml.safe_load`` that refuses more than :data:`MAX_ALIASES` aliases while it composes (one-line
+    ConfigError naming ``where``); the result is then sized by :func:`check_structure`."""
+    import yaml
+
+    class _BoundedLoader(yaml.SafeLoader):
+        aliases = 0
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                self.aliases += 1
+                if self.aliases > MAX_ALIASES:
+                    raise ConfigError(
+                        f"{where}: more than {MAX_ALIASES} YAML aliases; a settings file needs none of "
+                        "that size: write the values out"
+                    )
+            return super().compose_node(parent, index)
+
+    loader = _BoundedLoader(text)
+    try:
+        data = loader.get_single_data()
+    finally:
+        loader.dispose()
+    check_structure(data, where)
+    return data
+
+
+def check_structure(data: Any, where: str) -> None:
+    """Refuse a value deeper than :data:`MAX_DEPTH` or with more than :data:`MAX_ITEMS` items as expanded.
+
+    Counts without expanding: a walk that stops at the first bound, so a structure that shares one list a
+    billion times over is refused after :data:`MAX_ITEMS` steps, not built.
+    """
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    seen = 1  # values met so far, walked or waiting on the stack
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict | list | tuple):
+            if depth > MAX_DEPTH:
+                raise ConfigError(f"{where} nests deeper than {MAX_DEPTH} levels; a settings file is flat")
+            seen += len(value)
+            if seen > MAX_ITEMS:  # checked before the children are pushed: never a huge stack
+                raise ConfigError(
+                    f"{where} holds more than {MAX_ITEMS:,} values; a settings file is far smaller"
+                )
+            children = value.values() if isinstance(value, dict) else value
+            stack.extend((child, depth + 1) for child in children)
 
 
 def _toml() -> Any:
