@@ -29,7 +29,7 @@ from reslab.analysis.loss_surface import Landscape, grid_coords, loss_landscape,
 from reslab.analysis.outputs import out_dir, write_json
 from reslab.analysis.subjects import Subject, fixed_batch, load_subjects, open_dataset, split_entries
 from reslab.errors import ConfigError
-from reslab.settings import setting
+from reslab.settings import api_config, setting
 
 
 @dataclass(kw_only=True)
@@ -126,9 +126,14 @@ class LandscapeResult(StudyResult):
 
 
 def _config(cls: type, cfg: Any, settings: dict[str, Any]) -> Any:
-    """``cfg`` with ``settings`` on top, or a new ``cls(**settings)``; names may be given comma-separated."""
-    cfg = replace(cfg, **settings) if cfg is not None else cls(**settings)
-    for name in ("models", "entries"):
+    """``cfg`` with ``settings`` on top, or a new ``cls(**settings)``, types checked at the edge (one-line
+    ConfigError); names may be given comma-separated, as one string."""
+    lists = ("models", "entries")
+    settings = {k: (v,) if k in lists and isinstance(v, str) else v for k, v in settings.items()}
+    if isinstance(cfg, cls):
+        cfg = replace(cfg, **{n: (getattr(cfg, n),) for n in lists if isinstance(getattr(cfg, n, None), str)})
+    cfg = api_config(cls, cfg, settings, f"{cls.__name__.removesuffix('Config').lower()}()")
+    for name in lists:
         if hasattr(cfg, name):
             value = getattr(cfg, name)
             cfg = replace(

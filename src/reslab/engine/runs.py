@@ -54,6 +54,11 @@ class RunResult:
     iterations: int
     epochs: float
     history: list[dict[str, Any]] = field(default_factory=list)  # the metrics.jsonl records
+    notes: list[str] = field(default_factory=list)  # what a reader of the figures must know (in summary.json)
+
+    def __post_init__(self) -> None:
+        if not self.measured_test and NO_TEST_NOTE not in self.notes:
+            self.notes.append(NO_TEST_NOTE)
 
     @property
     def measured_test(self) -> bool:
@@ -93,7 +98,7 @@ def read_run_result(run_dir: Path) -> RunResult:
     path = run_dir / SUMMARY
     try:
         summary = json.loads(read_text_bounded(path, MAX_JSON_BYTES, "run summary", error=ConfigError))
-        names = {f.name for f in dataclasses.fields(RunResult)} - {"run_dir", "history"}
+        names = {f.name for f in dataclasses.fields(RunResult)} - {"run_dir", "history", "notes"}
         values = {k: _summary_value(k, summary[k]) for k in names}
         return RunResult(run_dir=run_dir, history=read_jsonl(run_dir / METRICS), **values)
     except ConfigError as err:
@@ -102,6 +107,7 @@ def read_run_result(run_dir: Path) -> RunResult:
         raise CheckpointError(f"{path} is not a valid reslab run summary") from None
 
 
+NO_TEST_NOTE = "the test split has no images: the test figures were not measured (null)"
 MAX_CHANNELS = 16  # images are grey (1) or RGB (3); anything far beyond is no image reslab trained on
 _TEST_FIGURES = ("final_test_loss", "final_test_error", "final_test_top5_error")
 MAX_COUNT = 2**63 - 1

@@ -24,7 +24,7 @@ from reslab.experiments.results import Row, RunRecord, SweepResult, aggregate, w
 from reslab.experiments.sweep import Job, OnRun, Say, check_sweep_file, in_sweep_folder, run_jobs
 from reslab.experiments.sweep_config import PER_RUN, SweepFlags, SweepSettings
 from reslab.files import write_atomic
-from reslab.settings import overrides_class, setting
+from reslab.settings import api_config, overrides_class, setting
 
 SWEEP_FILE = "ablate.json"
 
@@ -329,7 +329,7 @@ def ablate(
     ``stream``, progress, Ctrl-C and resume behave as in :func:`~reslab.experiments.compare`.
     """
     started = time.perf_counter()
-    cfg = (replace(cfg, **settings) if cfg is not None else AblateConfig(**settings)).resolve()
+    cfg = api_config(AblateConfig, cfg, settings, "ablate()").resolve()  # types checked at the edge
     return in_sweep_folder(
         cfg, stream, "ablate sweep", lambda out, say: _sweep(cfg, out, say, on_run, started)
     )

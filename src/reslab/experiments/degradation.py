@@ -29,7 +29,7 @@ from reslab.experiments.results import (
 from reslab.experiments.sweep import Job, OnRun, check_sweep_file, in_sweep_folder, run_jobs
 from reslab.experiments.sweep_config import PER_RUN, SweepFlags, SweepSettings
 from reslab.files import write_atomic
-from reslab.settings import overrides_class, setting
+from reslab.settings import api_config, overrides_class, setting
 
 Family = Literal["cifar", "mlp", "imagenet"]
 FAMILIES: tuple[str, ...] = ("cifar", "mlp", "imagenet")
@@ -262,7 +262,7 @@ def compare(
     leaves the run in progress with a checkpoint, and calling again resumes it.
     """
     started = time.perf_counter()
-    cfg = (replace(cfg, **settings) if cfg is not None else CompareConfig(**settings)).resolve()
+    cfg = api_config(CompareConfig, cfg, settings, "compare()").resolve()  # types checked at the edge
     return in_sweep_folder(
         cfg, stream, "compare sweep", lambda out, say: _sweep(cfg, out, say, on_run, started)
     )

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import sys
 import time
@@ -265,7 +266,9 @@ def run_jobs(
         if record.status == "diverged":
             outcome = f"diverged at iteration {record.diverged_at}"
         else:
-            outcome = f"train err {record.final_train_error:.2%}, test err {record.final_test_error:.2%}"
+            test = record.final_test_error
+            shown = f"{test:.2%}" if math.isfinite(test) else "not measured (no test images)"
+            outcome = f"train err {record.final_train_error:.2%}, test err {shown}"
         say(f"[{k}/{len(todo)}] {how} {job.name} (seed {job.seed}): {outcome}, {record.seconds:.0f} s")
         if on_run is not None:
             on_run(record, how)
