@@ -217,4 +217,4 @@ def test_dataset_statistics_work_in_bounded_slices() -> None:
     )  # fmt: skip
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert int(proc.stdout.strip()) * 1024 < 1 * GiB  # ru_maxrss is in KiB
+    assert int(proc.stdout.strip()) * 1024 < 2 * GiB  # ru_maxrss is in KiB; a whole float64 copy: 6.5 GiB

@@ -85,7 +85,7 @@ def test_numbers_beyond_any_setting_are_one_line(
     folder = image_folder(tmp_path / "images", 4)
     argv = [*TRAIN, "--dataset", f"folder:{folder}", "--batch-size", "4", "--out", str(tmp_path / "r")]
     assert exit_code([*argv, "--data-memory-gib", value]) == 2
-    assert "--data-memory-gib must be a finite number" in one_line_error(capsys)
+    assert "--data-memory-gib must be a number (finite, within ±1e+100)" in one_line_error(capsys)
     assert not (tmp_path / "r").exists()
 
 

@@ -160,14 +160,14 @@ def _coerce(tp: Any, value: Any) -> tuple[bool, Any, str]:
         return isinstance(value, bool), value, "true or false"
     if tp is int:
         whole = isinstance(value, int) and not isinstance(value, bool)
-        what = "an integer within ±(2**63 - 1)" if whole else "an integer"
+        what = "in [-(2**63 - 1), 2**63 - 1]" if whole else "an integer"
         return whole and abs(value) <= MAX_INT, value, what
     if tp is float:
-        # finite and of a sane size: arithmetic on a setting (x 2**30 for bytes, a timedelta) must not
+        # finite and of a sane size: arithmetic on a setting (x 2**30 for bytes) must not
         # overflow to inf or raise OverflowError far from the flag that caused it
         number = isinstance(value, int | float) and not isinstance(value, bool)
         ok = number and abs(value) <= MAX_FLOAT and math.isfinite(value)
-        what = f"a finite number within ±{MAX_FLOAT:g}" if number else "a number"
+        what = f"a number (finite, within ±{MAX_FLOAT:g})" if number else "a number"
         return ok, float(value) if ok else value, what
     if tp is str:
         return isinstance(value, str), value, "a string"
@@ -184,7 +184,7 @@ def _coerce(tp: Any, value: Any) -> tuple[bool, Any, str]:
 
 
 MAX_INT = 2**63 - 1  # every count and seed fits in int64
-MAX_FLOAT = 1e12  # far beyond any learning rate, memory in GiB or timeout in seconds; 1e300 is no setting
+MAX_FLOAT = 1e100  # far beyond any setting (a diverging lr of 1e30 included); 1e300 x 2**30 would be inf
 
 
 def range_text(low: float, high: float, *, low_open: bool = False, high_open: bool = False) -> str:

@@ -19,6 +19,7 @@ import math
 import os
 import re
 import shutil
+import stat
 import sys
 import tempfile
 import threading
@@ -235,20 +236,30 @@ def _own_entries(path: Path) -> list[Path]:
     """What reslab wrote in run directory ``path``, by exact name: what ``--overwrite`` removes.
 
     The run files, ``metrics.csv``, the event files in ``tb/``, and the ``ckpt-<8+ digits>`` folders (and a
-    crashed save's hidden ones) in ``checkpoints/``; never a user's ``ckpt-00000012-backup/`` or notes.
+    crashed save's hidden ones) in ``checkpoints/``: exact names, and of the kind reslab makes (a link or a
+    folder of that name is not reslab's); never a user's ``ckpt-00000012-backup/`` or notes.
     """
     found = [path / n for n in (*RUN_FILES, CSV_FILE) if _lexists(path / n)]
-    for folder, pattern in ((path / CKPT_DIR, None), (path / TB_DIR, TB_EVENTS)):
-        if os.path.isdir(folder) and not os.path.islink(folder):
-            for entry in sorted(folder.iterdir()):
-                exact = pattern.fullmatch(entry.name) if pattern else _is_checkpoint_name(entry.name)
-                if exact:
-                    found.append(entry)
+    ckpts, tb = path / CKPT_DIR, path / TB_DIR
+    if os.path.isdir(ckpts) and not os.path.islink(ckpts):
+        found += [
+            e for e in sorted(ckpts.iterdir()) if _is_checkpoint_name(e.name) and _is_kind(e, stat.S_ISDIR)
+        ]
+    if os.path.isdir(tb) and not os.path.islink(tb):
+        found += [
+            e for e in sorted(tb.iterdir()) if TB_EVENTS.fullmatch(e.name) and _is_kind(e, stat.S_ISREG)
+        ]
     return found
 
 
 def _is_checkpoint_name(name: str) -> bool:
     return bool(CKPT_NAME.fullmatch(name) or CKPT_LEFTOVER.fullmatch(name))
+
+
+def _is_kind(path: Path, test: Callable[[int], bool]) -> bool:
+    with contextlib.suppress(OSError):
+        return test(os.lstat(path).st_mode)  # lstat: a link is never the kind it points to
+    return False
 
 
 def _check_removable(path: Path) -> None:
@@ -267,12 +278,6 @@ def _check_removable(path: Path) -> None:
             )
         if name not in (CKPT_DIR, TB_DIR) and _lexists(target):
             check_regular_file(target, "run file", error=ConfigError)
-    for entry in _own_entries(path):
-        if entry.parent.name == CKPT_DIR and (os.path.islink(entry) or not os.path.isdir(entry)):
-            raise ConfigError(
-                f"{entry} is not a checkpoint folder reslab wrote (a link or a file); remove it yourself "
-                "or choose another --out"
-            )
 
 
 def _clear(path: Path) -> None:
