@@ -112,6 +112,10 @@ def test_a_user_file_named_tb_is_one_line_and_kept(
     )
     assert "TensorBoard folder" in one_line_error(capsys)
     assert (out / "tb").read_text() == "my notes, not a folder"
+    from reslab.engine.loggers import check_logger_paths
+
+    with pytest.raises(ConfigError, match="is a file, not a folder"):  # what a run can ask before it writes
+        check_logger_paths(("csv", "tensorboard"), out)
 
 
 def test_an_unreadable_class_folder_is_one_line(

@@ -61,6 +61,23 @@ def check_loggers(names: Sequence[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
+def check_logger_paths(names: Sequence[str], run_dir: Path) -> None:
+    """Refuse, before the run writes anything, what is in the way of the loggers' files: a file or a link
+    named ``tb`` where TensorBoard keeps its folder, a link or a folder named ``metrics.csv``."""
+    from reslab.files import check_output_file, refuse_link
+
+    for name in check_loggers(names):
+        if name == "tensorboard":
+            tb = run_dir / TB_DIR
+            refuse_link(tb, "TensorBoard folder", error=ConfigError)
+            if os.path.lexists(tb) and not tb.is_dir():
+                raise ConfigError(
+                    f"TensorBoard folder {tb} is a file, not a folder; remove it or choose another --out"
+                )
+        elif name == "csv":
+            check_output_file(run_dir / CSV_FILE, "metrics table", error=ConfigError)
+
+
 class MetricLogger(Protocol):
     def log(self, record: dict[str, Any]) -> None: ...
 
