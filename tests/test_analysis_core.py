@@ -75,6 +75,22 @@ def test_gradient_profile_leaves_the_model_untouched():
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
+def test_gradient_profile_records_each_step_and_follows_the_recipe():
+    """Each step's loss and global gradient norm are recorded; a clip bounds the steps (a clip of 1e-9 leaves
+    the weights where they were), the warm-up ramps the lr, and without either the loss falls."""
+    x, y = _data(64)
+    free = gradient_profile(_mlp("resmlp3"), x, y, steps=8, batch_size=16, lr=0.05)
+    clipped = gradient_profile(_mlp("resmlp3"), x, y, steps=8, batch_size=16, lr=0.05, grad_clip=1e-9)
+    for p in (free, clipped):
+        assert len(p.losses) == len(p.grad_norms) == 8 and all(n > 0 for n in p.grad_norms)
+    assert free.losses[0] == clipped.losses[0]  # the same first batch, before any update
+    start, after = clipped.snapshots
+    assert after.loss == pytest.approx(start.loss, rel=1e-6)
+    assert free.snapshots[1].loss < free.snapshots[0].loss
+    warm = gradient_profile(_mlp("resmlp3"), x, y, steps=8, batch_size=16, lr=0.05, warmup_steps=1000)
+    assert abs(warm.snapshots[1].loss - start.loss) < abs(free.snapshots[1].loss - start.loss)
+
+
 def test_verdict_thresholds():
     assert verdict(1e-3) == "vanishing" and verdict(1e3) == "exploding" and verdict(0.5) == "healthy"
     assert verdict(float("nan")) == "undefined"

@@ -254,7 +254,7 @@ def test_studies_are_functions_with_results(tiny_run: Path, tmp_path: Path) -> N
     assert [p.model_name for p in old.profiles] == ["resmlp4"]
     r = reslab.responses(entries=[str(tiny_run)], samples=64, out=str(tmp_path / "r"))
     assert r.files["responses.png"].is_file() and "resnet8" in str(r.profiles[0].model_name)
-    with pytest.raises(TypeError):
+    with pytest.raises(reslab.ReslabError, match="gradients\\(\\): unknown setting 'no_such_setting'"):
         reslab.gradients(entries=("resmlp4",), no_such_setting=1)
 
 

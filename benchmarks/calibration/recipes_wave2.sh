@@ -10,3 +10,5 @@ run F-lr005clip1-e5 --depths 20,56,110 --lr 0.05 --train '{"grad_clip": 1.0}'
 run G-clip5-e5 --depths 20,56,110 --train '{"grad_clip": 5.0}'
 run E-clip1-e5-s12 --depths 20,56,110 --first-seed 1 --seeds 2 --train '{"grad_clip": 1.0}'
 run D-lr005-e5-s12 --depths 20,56,110 --first-seed 1 --seeds 2 --lr 0.05
+# the recipe at 10 epochs (the full preset's length, which resnet1202 needs): both twins at 20/56/110
+run E-clip1-e10 --depths 20,56,110 --epochs 10 --train '{"grad_clip": 1.0}'

@@ -133,10 +133,10 @@ def class_errors(
 
 def write_class_errors(report: ClassErrors, out: str | Path, *, title: str = "") -> dict[str, Path]:
     """``class_errors.json`` and ``confusion.png`` in the directory ``out``; their paths."""
+    from reslab.files import write_atomic
     from reslab.plots import confusion_figure, save_png
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / JSON_NAME
-    path.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+    path = write_atomic(out / JSON_NAME, (json.dumps(report.to_dict(), indent=2) + "\n").encode(), "results")
     return {JSON_NAME: path, PNG_NAME: save_png(confusion_figure(report, title=title), out / PNG_NAME)}

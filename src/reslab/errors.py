@@ -54,9 +54,20 @@ class NonFiniteError(ReslabError):
     exit_code: int = 3
 
 
+def one_line(err: BaseException) -> str:
+    """``err``'s message as one line. A reslab error raised in a DataLoader worker comes back wrapped in the
+    worker's traceback ("Caught DataError in DataLoader worker process 0. Original Traceback ..."): its own
+    message is the traceback's last line, after the exception's dotted name."""
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    if len(lines) <= 1:
+        return lines[0] if lines else type(err).__name__
+    name, sep, message = lines[-1].partition(": ")
+    return message if sep and name.replace(".", "").replace("_", "").isalnum() else lines[-1]
+
+
 def report(err: ReslabError) -> int:
     """Print ``err`` as the one line a user sees on stderr; return its exit code (CLI and worker share it)."""
     import sys
 
-    sys.stderr.write(f"reslab: error: {err}\n")
+    sys.stderr.write(f"reslab: error: {one_line(err)}\n")
     return err.exit_code

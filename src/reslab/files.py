@@ -1,4 +1,5 @@
-"""Opening files reslab did not write itself: regular files only, never blocking, never more than a cap.
+"""Reading files reslab did not write itself (regular files only, never blocking, never more than a cap),
+and writing every file reslab makes (never through a link, atomically).
 
 A path handed to reslab can be anything: a symlink to ``/dev/zero`` (reads forever), a FIFO (``open()`` waits
 for a writer that never comes), a directory, a device, or a file far larger than its kind ever is. Every data
@@ -23,10 +24,13 @@ import errno
 import os
 import shutil
 import stat
+import tempfile
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from reslab.errors import DataError, ReslabError
+from reslab.errors import DataError, ReslabError, StorageError
 
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 CHUNK = 16 * MiB  # bytes per read of a bounded file
@@ -217,3 +221,164 @@ def free_disk_bytes(folder: str | Path) -> int | None:
     with contextlib.suppress(OSError):
         return shutil.disk_usage(p).free
     return None
+
+
+# --- writing: the one writer of every file reslab makes -------------------------------------------------
+#
+# Every output (run files, checkpoints, sweep tables, figures, analysis JSON, exports) is written here:
+# 1. the target is looked at without following links (``lstat``): a symbolic link, a directory, a FIFO or a
+#    device in its place is refused, so nothing is ever written through a link onto a file it points to;
+# 2. the bytes go to a fresh hidden file beside it (``mkstemp``: O_EXCL, never a link), are fsynced, given
+#    the user's umask permissions, and renamed over the target: a reader sees the old file or the new one,
+#    and a full disk leaves the old file and no temporary file behind;
+# 3. an OSError becomes one line (a full disk and a read-only place name their own fix).
+
+
+def _write_error(path: Path, err: OSError, error: type[ReslabError], kept: str) -> ReslabError:
+    reason = err.strerror or type(err).__name__
+    full = err.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+    fix = "free some disk space" if full else "make it writable"
+    return error(f"cannot write {path}: {reason}; {fix} or choose another --out{kept}")
+
+
+def refuse_link(path: str | Path, what: str, *, error: type[ReslabError] = StorageError) -> None:
+    """Refuse ``path`` when it is a symbolic link (its final component; ``lstat``, never followed)."""
+    path = Path(path)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise _os_error(path, what, e, error) from None
+    if stat.S_ISLNK(st.st_mode):
+        raise error(
+            f"{what} {path} is a symbolic link; reslab never writes or deletes through a link: "
+            "remove the link or choose another --out"
+        )
+
+
+def check_output_file(path: str | Path, what: str, *, error: type[ReslabError] = StorageError) -> None:
+    """Refuse to put a file at ``path`` when something other than a regular file is there (a link, a
+    directory, a FIFO, a device): one line naming it. A missing or regular file is fine."""
+    path = Path(path)
+    refuse_link(path, what, error=error)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise _os_error(path, what, e, error) from None
+    if not stat.S_ISREG(st.st_mode):
+        raise error(f"{what} {path} is {_kind(st.st_mode)}, not a file; remove it or choose another --out")
+
+
+def own_folder(path: str | Path, what: str, *, error: type[ReslabError] = StorageError) -> Path:
+    """The folder ``path`` that reslab names and makes (a sweep's run folder, ``checkpoints/``), created if
+    missing; a link or a file in its place is refused, so nothing is written into a folder it points to."""
+    path = Path(path)
+    refuse_link(path, what, error=error)
+    try:
+        path.mkdir(exist_ok=True)
+    except FileExistsError:
+        raise error(f"{what} {path} is a file, not a folder; remove it or choose another --out") from None
+    except OSError as e:
+        raise _write_error(path, e, error, "") from None
+    return path
+
+
+_UMASK_LOCK = threading.Lock()
+
+
+def file_mode() -> int:
+    """Permissions for a new file under the user's umask (mkstemp's 0600 would hide a run from a group)."""
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return 0o666 & ~mask
+
+
+def fsync_dir(path: str | Path) -> None:
+    """Make a rename inside ``path`` durable (a no-op where directories cannot be opened, e.g. Windows)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def write_atomic(
+    path: str | Path,
+    data: bytes | Callable[[str], None],
+    what: str = "output file",
+    *,
+    error: type[ReslabError] = StorageError,
+    kept: str = "",
+) -> Path:
+    """Write ``data`` (bytes, or ``data(tmp_name)`` that writes the file by name) to ``path`` atomically.
+
+    Refuses a link or a non-file at ``path`` (see the steps above); ``kept`` ends the full-disk message
+    (e.g. " (the earlier checkpoints are kept)"). Returns ``path``.
+
+    Raises:
+        error (StorageError by default): a link or a non-file in the way, a full disk, a read-only place.
+    """
+    path = Path(path)
+    check_output_file(path, what, error=error)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise _write_error(path, err, error, kept) from None
+    try:
+        if isinstance(data, bytes | bytearray | memoryview):
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        else:
+            os.close(fd)
+            data(tmp)
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+        os.chmod(tmp, file_mode())
+        os.replace(tmp, path)  # replaces the directory entry: never follows a link put there meanwhile
+    except BaseException as err:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(err, OSError):
+            raise _write_error(path, err, error, kept) from None
+        raise
+    fsync_dir(path.parent)
+    return path
+
+
+def append_bytes(
+    path: str | Path, data: bytes, what: str = "log file", *, error: type[ReslabError] = StorageError
+) -> None:
+    """Append ``data`` to ``path`` (created if missing) and fsync; a link or a non-file there is refused.
+
+    ``O_NOFOLLOW`` makes the open itself refuse a link put in place after the check, ``O_NONBLOCK`` keeps a
+    FIFO from blocking it, and ``fstat`` checks what was opened.
+    """
+    path = Path(path)
+    check_output_file(path, what, error=error)
+    flags = (
+        os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    )
+    try:
+        fd = os.open(path, flags | getattr(os, "O_NONBLOCK", 0), file_mode())
+    except OSError as err:
+        if err.errno in (errno.ELOOP, errno.ENXIO):
+            check_output_file(path, what, error=error)
+        raise _write_error(path, err, error, "") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise error(f"{what} {path} is not a regular file; remove it or choose another --out")
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    except OSError as err:
+        raise _write_error(path, err, error, "") from None
+    finally:
+        os.close(fd)

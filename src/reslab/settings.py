@@ -13,6 +13,7 @@ import dataclasses
 import difflib
 import functools
 import json
+import math
 import sys
 import types
 import typing
@@ -158,10 +159,16 @@ def _coerce(tp: Any, value: Any) -> tuple[bool, Any, str]:
     if tp is bool:
         return isinstance(value, bool), value, "true or false"
     if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool), value, "an integer"
+        whole = isinstance(value, int) and not isinstance(value, bool)
+        what = "in [-(2**63 - 1), 2**63 - 1]" if whole else "an integer"
+        return whole and abs(value) <= MAX_INT, value, what
     if tp is float:
+        # finite and of a sane size: arithmetic on a setting (x 2**30 for bytes) must not
+        # overflow to inf or raise OverflowError far from the flag that caused it
         number = isinstance(value, int | float) and not isinstance(value, bool)
-        return number, float(value) if number else value, "a number"
+        ok = number and abs(value) <= MAX_FLOAT and math.isfinite(value)
+        what = f"a number (finite, within ±{MAX_FLOAT:g})" if number else "a number"
+        return ok, float(value) if ok else value, what
     if tp is str:
         return isinstance(value, str), value, "a string"
     if origin is tuple:
@@ -174,6 +181,28 @@ def _coerce(tp: Any, value: Any) -> tuple[bool, Any, str]:
         ok = isinstance(value, dict) and all(isinstance(k, str) for k in value)
         return ok, dict(value) if ok else value, "a mapping of names to values"
     raise TypeError(f"unsupported setting type {tp!r}")  # a programming error, caught by the tests
+
+
+MAX_INT = 2**63 - 1  # every count and seed fits in int64
+MAX_FLOAT = 1e100  # far beyond any setting (a diverging lr of 1e30 included); 1e300 x 2**30 would be inf
+
+
+def range_text(low: float, high: float, *, low_open: bool = False, high_open: bool = False) -> str:
+    """An interval as it is checked: ``(0, inf)`` when there is no upper bound (infinity is never a value)."""
+    lo = ("(" if low_open or math.isinf(low) else "[") + f"{low:g}"
+    hi = f"{high:g}" + (")" if high_open or math.isinf(high) else "]")
+    return f"{lo}, {hi}"
+
+
+def check_range(
+    flag: str, value: float, low: float, high: float, *, low_open: bool = False, high_open: bool = False
+) -> None:
+    """One-line ConfigError unless ``value`` is finite and in the interval, printed as it is checked."""
+    above = value > low if low_open else value >= low
+    below = value < high if high_open else value <= high
+    if not (math.isfinite(value) and above and below):
+        interval = range_text(low, high, low_open=low_open, high_open=high_open)
+        raise ConfigError(f"{flag} must be in {interval}, got {value}")
 
 
 def _name(tp: Any) -> str:
@@ -197,6 +226,50 @@ def from_mapping(cls: type, data: Mapping[str, Any], *, where: str, strict: bool
     return out
 
 
+def check_fields(cfg: Any, where: str) -> Any:
+    """``cfg`` with every setting checked against its declared type (lists become tuples, ints floats):
+    a wrong type from Python (``depths="8"``, ``epochs="3"``) is one line naming ``where`` and the setting,
+    never a string split into characters or an internal exception later."""
+    cls = type(cfg)
+    values = {f.name: check_value(cls, f.name, getattr(cfg, f.name), where) for f in fields_of(cls)}
+    return dataclasses.replace(cfg, **values)
+
+
+def api_config(cls: type, cfg: Any, settings: Mapping[str, Any], where: str) -> Any:
+    """The config a Python API function was handed, checked at the edge: ``cfg`` (a ``cls`` or None) with
+    ``settings`` (its keyword arguments) on top, every type checked (:func:`check_fields`).
+
+    Raises:
+        ConfigError: ``cfg`` is not a ``cls``, a keyword is no setting of it (with the closest one), a
+            required setting is missing, or a value has the wrong type; one line naming ``where``.
+    """
+    if cfg is not None and not isinstance(cfg, cls):
+        raise ConfigError(
+            f"{where} takes a {cls.__name__} or its settings as keyword arguments, got {type(cfg).__name__}"
+        )
+    if "cfg" in settings:
+        raise ConfigError(f"{where} takes its {cls.__name__} as the first argument, not as cfg=...")
+    valid = [f.name for f in fields_of(cls)]
+    for key in settings:
+        if key not in valid:
+            raise ConfigError(f"{where}: unknown setting {key!r}{closest(str(key), valid)}")
+    try:
+        cfg = dataclasses.replace(cfg, **settings) if cfg is not None else cls(**settings)
+    except TypeError as err:  # a required setting missing
+        raise ConfigError(f"{where}: {err}".replace("__init__()", cls.__name__)) from None
+    return check_fields(cfg, where)
+
+
+def require_config(cfg: Any, cls: type, where: str) -> None:
+    """One-line ConfigError unless ``cfg`` is a ``cls`` (or the class itself): ``train("resnet8")`` or a
+    dict in place of the config is named at the edge, not met as an AttributeError deep inside."""
+    if not (isinstance(cfg, cls) or cfg is cls):
+        raise ConfigError(
+            f"{where} takes a {cls.__name__}, got {type(cfg).__name__}; e.g. {where.rstrip('()')}"
+            f"({cls.__name__}(...))"
+        )
+
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """A mapping from a JSON, YAML or TOML file (by suffix); one-line ConfigError for anything else.
 
@@ -207,9 +280,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     suffix = path.suffix.lower()
     try:
         if suffix in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text)
+            data = load_yaml(text, f"--config {path}")
         elif suffix == ".toml":
             data = _toml().loads(text)
         elif suffix == ".json":
@@ -221,12 +292,70 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     except Exception as err:  # yaml.YAMLError, tomllib.TOMLDecodeError, json.JSONDecodeError
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConfigError(f"--config {path} is not valid {suffix[1:].upper()}: {first}") from None
+    check_structure(data, f"--config {path}")  # sized before anything expands or copies it
     if isinstance(data, dict) and isinstance(data.get("config"), dict) and "data" in data:
         data = dict(data["config"])  # a run's config.json
         data.pop("out", None)  # a new run of the same settings: not into the old run's directory
     if not isinstance(data, dict):
         raise ConfigError(f"--config {path} must hold a mapping of setting names to values")
     return data
+
+
+# A settings file is a few dozen keys. These bounds turn a "billion laughs" YAML (aliases of aliases: a few
+# hundred bytes that expand to 10^9 items in whatever walks them: json.dumps, deepcopy, a hash) and a
+# 16 MiB array into one line at once, instead of minutes of work and a MemoryError.
+MAX_ALIASES = 100  # YAML aliases (*name) in one document
+MAX_ITEMS = 100_000  # values and containers, counted as expanded (an alias counts its whole target again)
+MAX_DEPTH = 32  # nested lists and mappings
+
+
+def load_yaml(text: str, where: str) -> Any:
+    """``yaml.safe_load`` that refuses more than :data:`MAX_ALIASES` aliases while it composes (one-line
+    ConfigError naming ``where``); the result is then sized by :func:`check_structure`."""
+    import yaml
+
+    class _BoundedLoader(yaml.SafeLoader):
+        aliases = 0
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                self.aliases += 1
+                if self.aliases > MAX_ALIASES:
+                    raise ConfigError(
+                        f"{where}: more than {MAX_ALIASES} YAML aliases; a settings file needs none of "
+                        "that size: write the values out"
+                    )
+            return super().compose_node(parent, index)
+
+    loader = _BoundedLoader(text)
+    try:
+        data = loader.get_single_data()
+    finally:
+        loader.dispose()
+    check_structure(data, where)
+    return data
+
+
+def check_structure(data: Any, where: str) -> None:
+    """Refuse a value deeper than :data:`MAX_DEPTH` or with more than :data:`MAX_ITEMS` items as expanded.
+
+    Counts without expanding: a walk that stops at the first bound, so a structure that shares one list a
+    billion times over is refused after :data:`MAX_ITEMS` steps, not built.
+    """
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    seen = 1  # values met so far, walked or waiting on the stack
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict | list | tuple):
+            if depth > MAX_DEPTH:
+                raise ConfigError(f"{where} nests deeper than {MAX_DEPTH} levels; a settings file is flat")
+            seen += len(value)
+            if seen > MAX_ITEMS:  # checked before the children are pushed: never a huge stack
+                raise ConfigError(
+                    f"{where} holds more than {MAX_ITEMS:,} values; a settings file is far smaller"
+                )
+            children = value.values() if isinstance(value, dict) else value
+            stack.extend((child, depth + 1) for child in children)
 
 
 def _toml() -> Any:

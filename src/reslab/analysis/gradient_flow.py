@@ -57,6 +57,8 @@ class GradientProfile:
     trained: bool  # the start is trained weights (a run directory), not an initialisation
     snapshots: list[GradientSnapshot] = field(default_factory=list)
     diverged_at: int | None = None  # the SGD step whose loss was not finite, if any
+    losses: list[float] = field(default_factory=list)  # the training loss of each SGD step, before it
+    grad_norms: list[float] = field(default_factory=list)  # each step's global gradient norm, before a clip
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -140,6 +142,8 @@ def gradient_profile(
     batch_size: int = 128,
     lr: float = 0.01,
     momentum: float = 0.9,
+    warmup_steps: int = 0,
+    grad_clip: float | None = None,
     seed: int = 0,
     label: str = "",
     model_name: str = "",
@@ -150,7 +154,9 @@ def gradient_profile(
 
     1. Work on a copy of ``model`` (the caller's model is left untouched), float64 if it has no convolutions.
     2. Probe batch: the first ``batch_size`` samples, the same at both snapshots so they are comparable.
-    3. Train K steps of SGD with momentum on seeded random minibatches of ``(x, y)``, in train mode.
+    3. Train K steps of SGD with momentum on seeded random minibatches of ``(x, y)``, in train mode, as the
+       engine's recipe does: the lr rises linearly to ``lr`` over ``warmup_steps``, and with ``grad_clip``
+       the gradient's global norm is clipped to it; each step's loss and gradient norm are recorded.
     4. Stop early (``diverged_at``) if the loss is not finite; the second snapshot is then left out.
     """
     import copy
@@ -168,13 +174,22 @@ def gradient_profile(
             y,
             steps,
             batch_size,
-            lr,
-            momentum,
+            _Sgd(lr, momentum, warmup_steps, grad_clip),
             seed,
             GradientProfile(label or model_name, model_name, residual, trained),
         )
     finally:
         torch.set_num_threads(threads)
+
+
+@dataclass(frozen=True)
+class _Sgd:
+    """The K steps' optimiser: SGD with momentum, a linear warm-up, an optional clip of the global norm."""
+
+    lr: float
+    momentum: float
+    warmup_steps: int
+    grad_clip: float | None
 
 
 def _profile(
@@ -183,8 +198,7 @@ def _profile(
     y: torch.Tensor,
     steps: int,
     batch_size: int,
-    lr: float,
-    momentum: float,
+    sgd: _Sgd,
     seed: int,
     profile: GradientProfile,
 ) -> GradientProfile:
@@ -192,17 +206,26 @@ def _profile(
     profile.snapshots.append(gradient_snapshot(net, probe_x, probe_y, step=0))
     if steps <= 0:
         return profile
-    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum)
+    opt = torch.optim.SGD(net.parameters(), lr=sgd.lr, momentum=sgd.momentum)
     gen = torch.Generator().manual_seed(seed)
     n = xd.shape[0]
     for step in range(1, steps + 1):
         idx = torch.randint(0, n, (min(batch_size, n),), generator=gen)
         opt.zero_grad(set_to_none=True)
         loss = F.cross_entropy(net(xd[idx]), y[idx])
+        profile.losses.append(float(loss.detach()))
         if not torch.isfinite(loss):
             profile.diverged_at = step
             return profile
         loss.backward()
+        clip = sgd.grad_clip if sgd.grad_clip is not None else math.inf  # inf: the norm only
+        norm = float(nn.utils.clip_grad_norm_(net.parameters(), clip))
+        profile.grad_norms.append(norm)
+        if not math.isfinite(norm):
+            profile.diverged_at = step
+            return profile
+        for group in opt.param_groups:  # linear warm-up, as the engine's (step k of w at lr * k / w)
+            group["lr"] = sgd.lr * min(1.0, step / sgd.warmup_steps) if sgd.warmup_steps else sgd.lr
         opt.step()
     profile.snapshots.append(gradient_snapshot(net, probe_x, probe_y, step=steps))
     return profile

@@ -7,6 +7,7 @@ from typing import Any
 
 from reslab.engine.store.rundir import check_writable, strict_json
 from reslab.errors import ConfigError
+from reslab.files import write_atomic
 
 
 def out_dir(path: str | Path) -> Path:
@@ -20,6 +21,6 @@ def out_dir(path: str | Path) -> Path:
 
 
 def write_json(path: Path, data: dict[str, Any]) -> Path:
-    """Write ``data`` as indented, strict JSON (readers such as jq and browsers reject NaN)."""
-    path.write_text(strict_json(data))
-    return path
+    """Write ``data`` as indented, strict JSON (readers such as jq and browsers reject NaN), through the one
+    writer (atomic, never through a link)."""
+    return write_atomic(path, strict_json(data).encode(), "results")

@@ -40,7 +40,7 @@ from reslab.analysis.loss_surface import Landscape, grid_coords, loss_landscape,
 from reslab.analysis.outputs import out_dir, write_json
 from reslab.analysis.subjects import Subject, fixed_batch, load_subjects, open_dataset, split_entries
 from reslab.errors import ConfigError
-from reslab.settings import setting
+from reslab.settings import api_config, setting
 
 
 @dataclass(kw_only=True)
@@ -85,6 +85,13 @@ class GradientsConfig(_StudyConfig):
     )
     batch_size: int = setting(64, help="probe and step batch", metavar="B")
     lr: float = setting(0.01, help="SGD learning rate (momentum 0.9)", metavar="LR")
+    warmup_steps: int = setting(
+        0, help="the lr rises linearly to --lr over this many of the K steps, as in training", metavar="W"
+    )
+    grad_clip: float | None = setting(
+        None, help="clip the gradient's global norm to this in the K steps, as --grad-clip in training",
+        metavar="NORM",
+    )  # fmt: skip
     out: str = setting("analysis/gradients", help="output directory", metavar="DIR")
 
 
@@ -156,9 +163,14 @@ class LandscapeResult(StudyResult):
 
 
 def _config(cls: type, cfg: Any, settings: dict[str, Any]) -> Any:
-    """``cfg`` with ``settings`` on top, or a new ``cls(**settings)``; names may be given comma-separated."""
-    cfg = replace(cfg, **settings) if cfg is not None else cls(**settings)
-    for name in ("models", "entries"):
+    """``cfg`` with ``settings`` on top, or a new ``cls(**settings)``, types checked at the edge (one-line
+    ConfigError); names may be given comma-separated, as one string."""
+    lists = ("models", "entries")
+    settings = {k: (v,) if k in lists and isinstance(v, str) else v for k, v in settings.items()}
+    if isinstance(cfg, cls):
+        cfg = replace(cfg, **{n: (getattr(cfg, n),) for n in lists if isinstance(getattr(cfg, n, None), str)})
+    cfg = api_config(cls, cfg, settings, f"{cls.__name__.removesuffix('Config').lower()}()")
+    for name in lists:
         if getattr(cfg, name, None) is not None:
             value = getattr(cfg, name)
             cfg = replace(
@@ -224,9 +236,12 @@ def gradients(cfg: GradientsConfig | None = None, /, **settings: Any) -> Gradien
         message = "gradients(models=...) is deprecated; pass entries=... (positional on the command line)"
         warnings.warn(message, FutureWarning, stacklevel=2)
         cfg = replace(cfg, entries=cfg.models, models=None)
-    cfg._check_sizes({"steps": 0}, steps=cfg.steps, seeds=cfg.seeds)  # 0: the snapshot at start only
+    sizes = {"steps": cfg.steps, "seeds": cfg.seeds, "warmup_steps": cfg.warmup_steps}
+    cfg._check_sizes({"steps": 0, "warmup_steps": 0}, **sizes)  # steps 0: the snapshot at the start only
     if not cfg.lr > 0:
         raise ConfigError(f"--lr must be a positive number, got {cfg.lr}")
+    if cfg.grad_clip is not None and not cfg.grad_clip > 0:
+        raise ConfigError(f"--grad-clip must be a positive number, got {cfg.grad_clip}")
     ds, subjects, out = _subjects(cfg, list(cfg.entries or DEFAULT_GRADIENTS))
     subjects = _reseeded(cfg, ds, subjects)
     profiles = []
@@ -236,6 +251,7 @@ def gradients(cfg: GradientsConfig | None = None, /, **settings: Any) -> Gradien
         profiles.append(
             gradient_profile(
                 s.model, x, y, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
+                warmup_steps=cfg.warmup_steps, grad_clip=cfg.grad_clip,
                 label=s.label, model_name=s.model_name, residual=s.residual, trained=s.trained,
             )
         )  # fmt: skip
@@ -246,6 +262,8 @@ def gradients(cfg: GradientsConfig | None = None, /, **settings: Any) -> Gradien
         "seeds": cfg.seeds,
         "batch_size": cfg.batch_size,
         "lr": cfg.lr,
+        "warmup_steps": cfg.warmup_steps,
+        "grad_clip": cfg.grad_clip,
         "seed": cfg.seed,
         "thresholds": {"vanishing_below": VANISHING_BELOW, "exploding_above": EXPLODING_ABOVE},
         "verdict": sentence,

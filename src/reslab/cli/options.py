@@ -122,15 +122,19 @@ class _KeyValues(argparse.Action):
     def __call__(self, parser: Any, namespace: Any, values: Any, option_string: str | None = None) -> None:
         import yaml
 
+        from reslab.settings import load_yaml
+
         out = dict(getattr(namespace, self.dest) or {})
         for item in values:
             key, sep, raw = item.partition("=")
             if not sep or not key:
                 parser.error(f"{option_string} expects KEY=VALUE pairs, got {item!r}")
-            try:
-                out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+            try:  # bounded: an alias bomb in one value is one line, never expanded
+                out[key.strip()] = load_yaml(raw, f"{option_string} {key.strip()}") if raw.strip() else ""
             except yaml.YAMLError:
                 out[key.strip()] = raw
+            except ConfigError as err:
+                parser.error(str(err))
         setattr(namespace, self.dest, out)
 
 

@@ -146,8 +146,9 @@ def _run_sweep(args: argparse.Namespace, name: str, cls: type, run: Any, runs: A
         print(as_json(cfg.resolve().effective()))
         return 0
     if args.list_runs:
+        jobs = runs(cfg.resolve())  # every refusal before the first line of the list
         print(f"index  {column}  seed  run directory")
-        for job in runs(cfg.resolve()):
+        for job in jobs:
             print(f"{job.index}  {job.model if column == 'model' else job.kind}  {job.seed}  {job.run_dir}")
         return 0
     result = run(cfg)

@@ -114,6 +114,7 @@ def _register_plot(sub: Any) -> None:
     )
     pl.add_argument("runs", nargs="+", metavar="RUN", help="run directories")
     pl.add_argument("--out", metavar="FILE.png", help="default: curves.png in the first run directory")
+    pl.add_argument("--overwrite", action="store_true", help="replace an existing --out FILE.png")
     pl.set_defaults(func=run_plot)
 
 
@@ -187,10 +188,11 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_plot(args: argparse.Namespace) -> int:
+    import os
     from pathlib import Path
 
-    from reslab.engine.store.rundir import atomic_write_bytes
     from reslab.errors import ConfigError
+    from reslab.files import write_atomic
     from reslab.plots import plot_runs, png_bytes
 
     fig = plot_runs(args.runs)  # every run checked before anything is written
@@ -199,6 +201,9 @@ def run_plot(args: argparse.Namespace) -> int:
         raise ConfigError(f"--out {out} is not a .png file name; pass e.g. --out curves.png")
     if not out.parent.is_dir():
         raise ConfigError(f"directory {out.parent} does not exist; create it or choose another --out")
-    atomic_write_bytes(out, png_bytes(fig))  # a read-only place: one line (StorageError), no half file
+    # a file of the user's is never replaced unasked; the run directory's own curves.png is reslab's
+    if args.out and os.path.lexists(out) and not args.overwrite:
+        raise ConfigError(f"{out} already exists; use --overwrite to replace it, or another --out")
+    write_atomic(out, png_bytes(fig), "figure")  # never through a link; a read-only place is one line
     print(f"wrote {out}")
     return 0

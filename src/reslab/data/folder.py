@@ -52,8 +52,14 @@ def _list_images(d: Path) -> list[Path]:
 
 
 def _scan(root: Path) -> tuple[list[str], list[tuple[Path, int]]]:
-    dirs = _class_dirs(root)
-    items = [(f, i) for i, d in enumerate(dirs) for f in _list_images(d)]
+    try:
+        dirs = _class_dirs(root)
+        items = [(f, i) for i, d in enumerate(dirs) for f in _list_images(d)]
+    except OSError as err:  # an unreadable class folder (PermissionError), a folder gone meanwhile
+        where = err.filename or root
+        raise DataError(
+            f"cannot read folder {where}: {err.strerror or err}; make it readable or move it out of {root}"
+        ) from None
     return [d.name for d in dirs], items
 
 

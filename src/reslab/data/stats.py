@@ -14,6 +14,7 @@ import torch
 from reslab.data.types import ArrayDataset
 
 _CHUNK = 4096  # images per chunk: bounds the float64 working memory on 50k CIFAR images
+_CHUNK_BYTES = 1 << 26  # float64 bytes per slice of a chunk: large images come a few at a time
 
 
 @dataclass(frozen=True)
@@ -31,18 +32,26 @@ def dataset_stats(ds: ArrayDataset) -> DatasetStats:
     return stats_of_chunks(x[i : i + _CHUNK] for i in range(0, x.shape[0], _CHUNK))
 
 
+def _bounded(images: torch.Tensor) -> Iterable[torch.Tensor]:
+    """``images`` in slices whose float64 copy stays near :data:`_CHUNK_BYTES` (large images: few at once)."""
+    per_image = 8 * max(1, images[0].numel()) if images.shape[0] else 8
+    step = max(1, _CHUNK_BYTES // per_image)
+    return (images[i : i + step] for i in range(0, images.shape[0], step))
+
+
 def stats_of_chunks(chunks: Iterable[torch.Tensor]) -> DatasetStats:
     """Statistics of images that come in chunks of uint8 ``(n, C, H, W)`` (a split streamed from disk)."""
     pix_sum = sq_sum = None
     n = 0
     for images in chunks:
-        chunk = images.to(torch.float64) / 255.0
-        if pix_sum is None:
-            pix_sum = torch.zeros(chunk.shape[1:], dtype=torch.float64)  # (C, H, W)
-            sq_sum = torch.zeros(chunk.shape[1], dtype=torch.float64)  # (C,)
-        pix_sum += chunk.sum(0)
-        sq_sum += chunk.square().sum((0, 2, 3))
-        n += chunk.shape[0]
+        for part in _bounded(images):
+            chunk = part.to(torch.float64) / 255.0
+            if pix_sum is None:
+                pix_sum = torch.zeros(chunk.shape[1:], dtype=torch.float64)  # (C, H, W)
+                sq_sum = torch.zeros(chunk.shape[1], dtype=torch.float64)  # (C,)
+            pix_sum += chunk.sum(0)
+            sq_sum += chunk.square().sum((0, 2, 3))
+            n += chunk.shape[0]
     if pix_sum is None or sq_sum is None:
         raise ValueError("no images to compute statistics of")
     _, h, w = pix_sum.shape

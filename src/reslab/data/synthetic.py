@@ -18,6 +18,7 @@ _GRID = 7
 _MAX_SHIFT = 2
 _SIGNAL = 0.6  # share of the class pattern in each pixel; the rest is noise
 _CHUNK_BYTES = 1 << 26  # float32 working set per block of samples: the peak is the uint8 output plus this
+MAX_SIDE = 512  # ImageNet's 224 with room; 3x512x512 takes ~20 s to make (2 cores), 3x2000x2000 minutes
 _FLOATS_PER_PIXEL = 4  # pattern, noise, mix, rounded: float32 arrays alive at once for one block
 
 
@@ -76,6 +77,11 @@ def make_synthetic(
         what=f"synthetic:{c}x{h}x{w} ({n_train + n_test:,} images)",
         fix="use a smaller shape, e.g. synthetic:3x32x32",
     )
+    if max(h, w) > MAX_SIDE:  # sized before anything is generated: a smoke-test dataset, not a memory test
+        raise ConfigError(
+            f"synthetic:{c}x{h}x{w} is larger than the {MAX_SIDE}x{MAX_SIDE} images synthetic makes; use "
+            "e.g. synthetic:3x224x224, or folder:PATH for real large images"
+        )
     rng = np.random.default_rng(seed)
     grid = rng.random((num_classes, c, _GRID, _GRID), dtype=np.float32)
     rows = np.linspace(0, _GRID - 1, h).round().astype(int)

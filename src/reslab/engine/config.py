@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from reslab.errors import ConfigError
-from reslab.settings import check_value, fields_of, from_mapping, read_config_file, setting
+from reslab.settings import check_range, check_value, fields_of, from_mapping, read_config_file, setting
 
 Schedule = Literal["step", "cosine", "onecycle"]
 Device = Literal["auto", "cpu", "cuda", "mps"]
@@ -27,6 +27,7 @@ Augment = Literal["auto", "none", "crop", "crop_flip"]
 Warmup = Literal["linear", "constant", "adaptive"]
 
 MAX_SEED = 2**63 - 1  # torch.manual_seed takes a signed 64-bit integer
+MAX_TIMEOUT_S = 1e6  # torch's process-group timeout (a timedelta) overflows long before the settings' 1e100
 DEFAULT_EPOCHS = 8  # resnet20 on mnist5k: ~98.2% test accuracy after 8 epochs (496 steps)
 
 
@@ -232,22 +233,22 @@ class TrainConfig:
             raise ConfigError(f"--warmup-iters must be >= 0, got {self.warmup_iters}")
         if self.warmup_min_depth < 0:
             raise ConfigError(f"--warmup-min-depth must be >= 0, got {self.warmup_min_depth}")
-        _in_range("--lr", self.lr, 0, math.inf, low_open=True)
-        _in_range("--warmup-lr", self.warmup_lr, 0, math.inf)
-        _in_range("--warmup-until-error", self.warmup_until_error, 0, 1, low_open=True)
-        _in_range("--dist-timeout", self.dist_timeout_s, 0, math.inf, low_open=True)
-        _in_range("--weight-decay", self.weight_decay, 0, math.inf)
-        _in_range("--momentum", self.momentum, 0, 1, high_open=True)
-        _in_range("--label-smoothing", self.label_smoothing, 0, 1, high_open=True)
-        _in_range("--gamma", self.gamma, 0, 1, low_open=True)
+        check_range("--lr", self.lr, 0, math.inf, low_open=True)
+        check_range("--warmup-lr", self.warmup_lr, 0, math.inf)
+        check_range("--warmup-until-error", self.warmup_until_error, 0, 1, low_open=True)
+        check_range("--dist-timeout", self.dist_timeout_s, 0, MAX_TIMEOUT_S, low_open=True)
+        check_range("--weight-decay", self.weight_decay, 0, math.inf)
+        check_range("--momentum", self.momentum, 0, 1, high_open=True)
+        check_range("--label-smoothing", self.label_smoothing, 0, 1, high_open=True)
+        check_range("--gamma", self.gamma, 0, 1, low_open=True)
         if self.warmup_epochs is not None:
-            _in_range("--warmup-epochs", self.warmup_epochs, 0, math.inf)
+            check_range("--warmup-epochs", self.warmup_epochs, 0, math.inf)
         if self.grad_clip is not None:
-            _in_range("--grad-clip", self.grad_clip, 0, math.inf, low_open=True)
+            check_range("--grad-clip", self.grad_clip, 0, math.inf, low_open=True)
         if self.head_lr is not None:
-            _in_range("--head-lr", self.head_lr, 0, math.inf)
+            check_range("--head-lr", self.head_lr, 0, math.inf)
         if self.data_memory_gib is not None:
-            _in_range("--data-memory-gib", self.data_memory_gib, 0, math.inf, low_open=True)
+            check_range("--data-memory-gib", self.data_memory_gib, 0, math.inf, low_open=True)
         if self.data_workers is not None and self.data_workers < 0:
             raise ConfigError(f"--data-workers must be >= 0, got {self.data_workers}")
         from reslab.engine.loggers import check_loggers
@@ -304,17 +305,6 @@ class TrainConfig:
         data.pop("recipe", None)
         given = from_mapping(cls, data, where=str(path))
         return cls.from_recipe(recipe, **given).with_changes(**overrides)
-
-
-def _in_range(
-    flag: str, value: float, low: float, high: float, *, low_open: bool = False, high_open: bool = False
-) -> None:
-    above = value > low if low_open else value >= low
-    below = value < high if high_open else value <= high
-    ok = math.isfinite(value) and above and below
-    if not ok:
-        lo, hi = ("(" if low_open else "[") + f"{low:g}", f"{high:g}" + (")" if high_open else "]")
-        raise ConfigError(f"{flag} must be in {lo}, {hi}, got {value}")
 
 
 # Recipes as data: overrides on the dataclass defaults.

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import io
 import json
 import logging
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,9 +30,10 @@ import torch
 from torch import nn
 
 from reslab.data.loader import Normalization
-from reslab.engine.store.rundir import CKPT_DIR, CONFIG, LOCK, RUN_FILES, atomic_write
+from reslab.engine.store.rundir import CKPT_DIR, CONFIG, LOCK, RUN_FILES
 from reslab.engine.store.runs import RunInfo, load_run
 from reslab.errors import ConfigError
+from reslab.files import write_atomic
 
 FORMATS = ("torch-export", "onnx", "torchscript")
 SUFFIXES = {"torch-export": ".pt2", "onnx": ".onnx", "torchscript": ".pt"}
@@ -113,46 +115,44 @@ def _quiet() -> Iterator[None]:
         logger.setLevel(level)
 
 
-def _torch_export(model: nn.Module, example: torch.Tensor, meta: str) -> Callable[[str], None]:
-    def write(tmp: str) -> None:
-        with _quiet():
-            program = torch.export.export(model, (example,), dynamic_shapes=_dynamic_batch())
-        with open(tmp, "wb") as f:  # a file object: torch.export.save wants a .pt2 name otherwise
-            torch.export.save(program, f, extra_files={"reslab.json": meta})
-
-    return write
+# Each exporter serialises into memory; the one writer then puts the bytes on disk. torch's C++ file writer
+# aborts the process (exit 134) when the disk fills under it; a Python write of finished bytes fails with an
+# OSError, which is one line, and leaves nothing behind.
 
 
-def _torchscript(model: nn.Module, example: torch.Tensor, meta: str) -> Callable[[str], None]:
-    def write(tmp: str) -> None:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            traced = torch.jit.trace(model, example)
-        traced.save(tmp, _extra_files={"reslab.json": meta})
-
-    return write
+def _torch_export(model: nn.Module, example: torch.Tensor, meta: str) -> bytes:
+    with _quiet():
+        program = torch.export.export(model, (example,), dynamic_shapes=_dynamic_batch())
+    buf = io.BytesIO()
+    torch.export.save(program, buf, extra_files={"reslab.json": meta})
+    return buf.getvalue()
 
 
-def _onnx(model: nn.Module, example: torch.Tensor, meta: str) -> Callable[[str], None]:
-    def write(tmp: str) -> None:
-        import onnx
+def _torchscript(model: nn.Module, example: torch.Tensor, meta: str) -> bytes:
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        traced = torch.jit.trace(model, example)
+    buf = io.BytesIO()
+    torch.jit.save(traced, buf, _extra_files={"reslab.json": meta})
+    return buf.getvalue()
 
-        with _quiet():
-            torch.onnx.export(
-                model,
-                (example,),
-                tmp,
-                input_names=["images"],
-                output_names=["logits"],
-                dynamic_shapes=_dynamic_batch(),
-                external_data=False,  # one self-contained file: weights beside a temp name would be orphaned
-                verbose=False,
-            )
-        proto = onnx.load(tmp)
-        onnx.helper.set_model_props(proto, {"reslab": meta})
-        onnx.save(proto, tmp)
 
-    return write
+def _onnx(model: nn.Module, example: torch.Tensor, meta: str) -> bytes:
+    import onnx
+
+    with _quiet():
+        program = torch.onnx.export(
+            model,
+            (example,),
+            input_names=["images"],
+            output_names=["logits"],
+            dynamic_shapes=_dynamic_batch(),
+            verbose=False,
+        )
+    assert program is not None  # the dynamo exporter returns its program when given no file
+    proto = program.model_proto  # one self-contained model: weights inside, never beside a temp name
+    onnx.helper.set_model_props(proto, {"reslab": meta})
+    return proto.SerializeToString()
 
 
 WRITERS = {"torch-export": _torch_export, "onnx": _onnx, "torchscript": _torchscript}
@@ -193,7 +193,8 @@ def export_run(
         model, example = Uint8Input(model, info.norm).eval(), example.to(torch.uint8)
     meta = json.dumps(export_metadata(info, uint8_input))
     try:
-        atomic_write(target, WRITERS[format](model, example, meta))
+        data = WRITERS[format](model, example, meta)
     except ModuleNotFoundError as err:  # the new exporter also wants onnxscript
         raise ConfigError(f"{ONNX_HINT} (missing module {err.name})") from None
+    write_atomic(target, data, "export file")  # a full disk: one line, the old file kept, nothing left
     return Exported(target, format, info.input_shape, uint8_input)

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from reslab.engine.store.rundir import CSV_FILE, TB_DIR  # names --overwrite knows as reslab's own
 from reslab.errors import ConfigError
 
 # name -> (the module it needs, the extra that installs it)
@@ -32,8 +33,6 @@ LOGGERS = {
     "csv": (None, None),
     "wandb": ("wandb", "wandb"),
 }
-CSV_FILE = "metrics.csv"
-TB_DIR = "tb"
 SCALARS = (  # what goes to TensorBoard / wandb: every figure of a record, grouped as the viewers show them
     ("train_loss", "loss/train"),
     ("test_loss", "loss/test"),
@@ -62,6 +61,23 @@ def check_loggers(names: Sequence[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
+def check_logger_paths(names: Sequence[str], run_dir: Path) -> None:
+    """Refuse, before the run writes anything, what is in the way of the loggers' files: a file or a link
+    named ``tb`` where TensorBoard keeps its folder, a link or a folder named ``metrics.csv``."""
+    from reslab.files import check_output_file, refuse_link
+
+    for name in check_loggers(names):
+        if name == "tensorboard":
+            tb = run_dir / TB_DIR
+            refuse_link(tb, "TensorBoard folder", error=ConfigError)
+            if os.path.lexists(tb) and not tb.is_dir():
+                raise ConfigError(
+                    f"TensorBoard folder {tb} is a file, not a folder; remove it or choose another --out"
+                )
+        elif name == "csv":
+            check_output_file(run_dir / CSV_FILE, "metrics table", error=ConfigError)
+
+
 class MetricLogger(Protocol):
     def log(self, record: dict[str, Any]) -> None: ...
 
@@ -84,14 +100,17 @@ class CsvLogger:
         atomic_write_bytes(self.path, buf.getvalue().encode())  # the kept records only, as metrics.jsonl
 
     def log(self, record: dict[str, Any]) -> None:
+        from reslab.files import append_bytes
+
         header = self.fields is None
         if header:
             self.fields = list(record)
-        with open(self.path, "a", newline="") as f:
-            writer = csv.DictWriter(f, self.fields or [], extrasaction="ignore", lineterminator="\n")
-            if header:
-                writer.writeheader()
-            writer.writerow(record)
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, self.fields or [], extrasaction="ignore", lineterminator="\n")
+        if header:
+            writer.writeheader()
+        writer.writerow(record)
+        append_bytes(self.path, buf.getvalue().encode(), "metrics table")  # never through a link
 
     def close(self) -> None:
         pass
@@ -103,6 +122,10 @@ class TensorBoardLogger:
     def __init__(self, run_dir: Path, iteration: int) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
+        from reslab.files import own_folder
+
+        # tb/ is reslab's folder: a user's file or a link of that name is one line, never written through
+        own_folder(run_dir / TB_DIR, "TensorBoard folder", error=ConfigError)
         # purge_step: events a crashed session wrote past the checkpoint we resume from are discarded
         # the record at ``iteration`` itself is kept, as in metrics.jsonl
         self.writer = SummaryWriter(str(run_dir / TB_DIR), purge_step=iteration + 1 if iteration else None)

@@ -26,7 +26,7 @@ from reslab.engine.devices.memory import is_out_of_memory, oom_error
 from reslab.engine.devices.runtime import Runtime, resolve_runtime, rng_state, seed_everything, set_rng_state
 from reslab.engine.guards import FiniteWatch, InterruptGuard, all_finite
 from reslab.engine.inference import EvalResult, evaluate_model
-from reslab.engine.loggers import open_loggers
+from reslab.engine.loggers import check_logger_paths, open_loggers
 from reslab.engine.net import build_net
 from reslab.engine.optim import AdaptiveWarmup, lr_at, make_plan, make_sgd, trainable
 from reslab.engine.progress import Progress
@@ -41,6 +41,7 @@ from reslab.engine.store.checkpoint import (
 )
 from reslab.engine.store.runs import RunResult, run_metadata
 from reslab.errors import CheckpointError, ConfigError, DivergedError
+from reslab.settings import api_config, require_config
 
 Callback = Callable[[dict[str, Any]], None]
 
@@ -64,9 +65,9 @@ def train(
     Raises ConfigError / DataError / CheckpointError on bad input (exit 2), TrainingError on NaN
     (DivergedError) or out of memory (exit 3), and KeyboardInterrupt after saving a checkpoint on Ctrl-C.
     """
-    if cfg is not None and not isinstance(cfg, TrainConfig):
-        raise ConfigError(f"train() takes a TrainConfig or keyword settings, not {type(cfg).__name__}")
-    cfg = (cfg or TrainConfig()).with_changes(**settings) if settings else (cfg or TrainConfig())
+    if settings or cfg is None:  # types checked at the edge: one line for train(lr="0.1"), train("resnet8")
+        cfg = api_config(TrainConfig, cfg, settings, "train()")
+    require_config(cfg, TrainConfig, "train()")
     specs = resolve(cfg)
     if runtime is None and distributed.launched_by_torchrun():  # a torchrun worker: join the group first
         with distributed.session(specs.runtime) as rt:
@@ -121,6 +122,7 @@ class _Run:
             if specs.output.resume is not None:
                 self._restore()
             if rt.is_main:
+                check_logger_paths(specs.output.logger, self.run_dir)  # before anything is written there
                 self._write_config()
             self.loggers = open_loggers(
                 specs.output.logger, self.run_dir, history=self.history, iteration=self.it,
@@ -140,12 +142,11 @@ class _Run:
     def _open_run_dir(self) -> Path:
         """Create (or reopen) the run directory and take its lock: one writer per run (rank 0 only)."""
         out, what = self.specs.output, {"model": self.specs.net.model, "dataset": self.specs.data.dataset}
-        if self.rt.world_size > 1:  # rank 0 picks (and creates) the run directory, the others are told
-            run_dir = distributed.agree_run_dir(out, self.rt, rundir.open_run_dir, **what)
+        if self.rt.world_size > 1:  # rank 0 picks, creates and locks the run directory, the others are told
+            run_dir = distributed.agree_run_dir(out, self.rt, rundir.open_run_dir, self.exit, **what)
         else:
-            run_dir = rundir.open_run_dir(out, is_main=self.rt.is_main, **what)
+            run_dir = rundir.open_run_dir(out, self.exit if self.rt.is_main else None, **what)
         if self.rt.is_main:
-            self.exit.enter_context(rundir.RunLock(run_dir, what="training"))
             # three checkpoints (weights + momentum) exist for a moment, plus the run's weights
             param_bytes = sum(p.numel() * p.element_size() for p in self.model.parameters())
             rundir.check_free_space(run_dir, 8 * param_bytes + 2**20)
@@ -227,7 +228,9 @@ class _Run:
             if not is_out_of_memory(err):
                 raise
             net = self.specs.net
-            raise oom_error(net.batch_size, self.rt.device, net.activation_checkpointing) from None
+            raise oom_error(
+                net.batch_size, self.rt.device, net.activation_checkpointing, run_dir=self.run_dir
+            ) from None
         finally:
             self.progress.close()
             self.loggers.close()

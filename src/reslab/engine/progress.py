@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 import sys
 import time
 from typing import Any, TextIO
@@ -46,8 +47,9 @@ def _fmt(metrics: dict[str, Any]) -> str:
         ("lr", "lr", ".4g"),
         ("images_per_s", "img/s", ".0f"),
     ):
-        if metrics.get(key) is not None:
-            parts.append(f"{label} {format(metrics[key], spec)}")
+        value = metrics.get(key)
+        if value is not None and math.isfinite(value):  # NaN is "not measured" (no test images): left out
+            parts.append(f"{label} {format(value, spec)}")
     return " | ".join(parts)
 
 

@@ -24,7 +24,8 @@ from reslab.experiments.paper_tables import paper_error, paper_note
 from reslab.experiments.results import Row, RunRecord, SweepResult, aggregate, write_results
 from reslab.experiments.sweep import Job, OnRun, Say, check_sweep_file, in_sweep_folder, run_jobs
 from reslab.experiments.sweep_config import SweepSettings
-from reslab.settings import setting
+from reslab.files import write_atomic
+from reslab.settings import api_config, setting
 
 SWEEP_FILE = "ablate.json"
 
@@ -318,7 +319,7 @@ def ablate(
     ``stream``, progress, Ctrl-C and resume behave as in :func:`~reslab.experiments.compare`.
     """
     started = time.perf_counter()
-    resolved = (replace(cfg, **settings) if cfg is not None else AblateConfig(**settings)).resolve()
+    resolved = api_config(AblateConfig, cfg, settings, "ablate()").resolve()  # types checked at the edge
     return in_sweep_folder(
         resolved, stream, "ablate sweep", lambda out, say: _sweep(resolved, out, say, on_run, started)
     )
@@ -358,7 +359,7 @@ def _write_outputs(
     title = f"# Shortcut and activation ablations (He et al. 2016): {cfg.model} on {cfg.dataset}\n\n"
     files["results.md"] = out / "results.md"
     text = title + table + "\n" + line + "\n"
-    files["results.md"].write_text(text, encoding="utf-8")
+    write_atomic(files["results.md"], text.encode(), "results")
     what = f"{cfg.model} on {cfg.dataset}"
     figures = {
         "curves": ablation_curves_figure(records, baseline=cfg.variant_names[0], subject=what),

@@ -28,7 +28,8 @@ from reslab.experiments.results import (
 )
 from reslab.experiments.sweep import Job, OnRun, Say, check_sweep_file, in_sweep_folder, run_jobs
 from reslab.experiments.sweep_config import SweepSettings
-from reslab.settings import setting
+from reslab.files import write_atomic
+from reslab.settings import api_config, setting
 
 Family = Literal["cifar", "mlp", "imagenet"]
 FAMILIES: tuple[str, ...] = ("cifar", "mlp", "imagenet")
@@ -246,7 +247,7 @@ def compare(
     leaves the run in progress with a checkpoint, and calling again resumes it.
     """
     started = time.perf_counter()
-    resolved = (replace(cfg, **settings) if cfg is not None else CompareConfig(**settings)).resolve()
+    resolved = api_config(CompareConfig, cfg, settings, "compare()").resolve()  # types checked at the edge
     return in_sweep_folder(
         resolved, stream, "compare sweep", lambda out, say: _sweep(resolved, out, say, on_run, started)
     )
@@ -283,7 +284,7 @@ def _write_outputs(cfg: CompareConfig, out: Path, records: list[RunRecord], seco
     files = write_results(out, records)
     title = f"# Plain vs residual: {cfg.family} nets on {cfg.dataset}\n\n"
     files["results.md"] = out / "results.md"
-    files["results.md"].write_text(title + table + "\n" + line + "\n", encoding="utf-8")
+    write_atomic(files["results.md"], (title + table + "\n" + line + "\n").encode(), "results")
     what = f"{cfg.family} nets on {cfg.dataset}"
     figures = {
         "curves": compare_curves_figure(records, subject=what, depth_unit=label),

@@ -7,6 +7,7 @@ Errors are fractions in the files (as in each run's ``summary.json``) and percen
 from __future__ import annotations
 
 import csv
+import io
 import itertools
 import math
 from collections.abc import Sequence
@@ -334,13 +335,19 @@ def write_results(
     """``results.json`` (one entry per run, NaN as null, then ``extra``'s keys), ``results.csv`` (the runs'
     fields); their paths."""
     from reslab.engine.store.rundir import strict_json
+    from reslab.files import write_atomic
 
     paths = {"results.json": out / "results.json", "results.csv": out / "results.csv"}
     entries = [r.to_dict() for r in records]
-    data = {"runs": entries, "columns": COLUMNS, **(extra or {})}
-    paths["results.json"].write_text(strict_json(data), encoding="utf-8")
-    with open(paths["results.csv"], "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
-        writer.writeheader()
-        writer.writerows(entries)
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=CSV_FIELDS)
+    writer.writeheader()
+    writer.writerows(entries)
+    # through the one writer: atomic, and never through a link onto a file of the user's
+    write_atomic(
+        paths["results.json"],
+        strict_json({"runs": entries, "columns": COLUMNS, **(extra or {})}).encode(),
+        "results",
+    )
+    write_atomic(paths["results.csv"], table.getvalue().encode(), "results")
     return paths

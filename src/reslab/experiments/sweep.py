@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -31,6 +33,7 @@ from reslab.engine.store.checkpoint import list_checkpoints
 from reslab.engine.store.runs import read_run_config
 from reslab.errors import CheckpointError, ConfigError, DivergedError
 from reslab.experiments.results import RunRecord
+from reslab.files import MAX_JSON_BYTES, read_text_bounded, refuse_link
 from reslab.settings import fields_of
 
 OnRun = Callable[[RunRecord, str], None]  # (record, "trained" | "resumed" | "reused" | "diverged")
@@ -95,11 +98,13 @@ def check_sweep_file(out: Path, settings: dict[str, Any], name: str) -> None:
     from reslab.version import __version__
 
     path = out / name
-    if path.is_file():
+    if os.path.lexists(path):
+        # the one bounded reader: a FIFO, a device, a link or a 10 GiB file is one line, never read
+        text = read_text_bounded(path, MAX_JSON_BYTES, "sweep file", follow_symlinks=False, error=ConfigError)
         try:
-            old = json.loads(path.read_text(encoding="utf-8"))["settings"]
+            old = json.loads(text)["settings"]
             keys = sorted(set(old) | set(settings))
-        except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             raise ConfigError(
                 f"{path} is not a reslab sweep file; remove it or choose another --out"
             ) from None
@@ -115,7 +120,10 @@ def check_sweep_file(out: Path, settings: dict[str, Any], name: str) -> None:
 
 
 def run_state(job: Job) -> str:
-    """``new`` | ``interrupted`` | ``finished`` | ``diverged``; refuses a run trained with other settings."""
+    """``new`` | ``interrupted`` | ``finished`` | ``diverged``; refuses a run trained with other settings, and
+    a run folder that is a symbolic link (the sweep names and makes its run folders: a link there would
+    have it train into, and overwrite, whatever folder it points to)."""
+    refuse_link(job.run_dir, "sweep run folder", error=ConfigError)
     if not (job.run_dir / rd.CONFIG).is_file():
         return "new"
     try:
@@ -168,12 +176,15 @@ def diverged_record(job: Job) -> RunRecord:
     nan = float("nan")
     history = rd.read_jsonl(job.run_dir / rd.METRICS)
     try:
-        marker = json.loads((job.run_dir / rd.DIVERGED).read_text(encoding="utf-8"))
-        at = int(marker["iteration"])
-    except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError):
+        marker = read_text_bounded(job.run_dir / rd.DIVERGED, MAX_JSON_BYTES, "marker", error=ConfigError)
+        at = json.loads(marker)["iteration"]
+        if isinstance(at, bool) or not isinstance(at, int) or not 0 <= at <= rd.MAX_COUNT:
+            raise ValueError(at)
+    except (ConfigError, ValueError, KeyError, TypeError, RecursionError):
         at = int(history[-1]["iteration"]) + 1 if history else 0
     last = history[-1] if history else {}
-    params = int(read_run_config(job.run_dir / rd.CONFIG).get("params", 0))
+    params = read_run_config(job.run_dir / rd.CONFIG).get("params", 0)
+    params = params if isinstance(params, int) and 0 <= params <= rd.MAX_COUNT else 0
     figures = {
         "params": params,
         "final_train_error": last.get("train_error", nan),
@@ -255,7 +266,9 @@ def run_jobs(
         if record.status == "diverged":
             outcome = f"diverged at iteration {record.diverged_at}"
         else:
-            outcome = f"train err {record.final_train_error:.2%}, test err {record.final_test_error:.2%}"
+            test = record.final_test_error
+            shown = f"{test:.2%}" if math.isfinite(test) else "not measured (no test images)"
+            outcome = f"train err {record.final_train_error:.2%}, test err {shown}"
         say(f"[{k}/{len(todo)}] {how} {job.name} (seed {job.seed}): {outcome}, {record.seconds:.0f} s")
         if on_run is not None:
             on_run(record, how)

@@ -109,6 +109,8 @@ def parse_entry(entry: str) -> tuple[str, dict[str, Any]]:
     """
     import yaml
 
+    from reslab.settings import load_yaml
+
     name, *parts = entry.split(":")
     options: dict[str, Any] = {}
     for part in parts:
@@ -116,7 +118,7 @@ def parse_entry(entry: str) -> tuple[str, dict[str, Any]]:
         if not sep or not key.strip() or not name.strip():
             raise ConfigError(f"{entry!r}: write NAME:KEY=VALUE, e.g. resnet56:shortcut_kind=scaling")
         try:
-            options[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+            options[key.strip()] = load_yaml(raw, f"{name.strip()}:{key.strip()}") if raw.strip() else ""
         except yaml.YAMLError:
             options[key.strip()] = raw
     return name.strip(), options

@@ -31,7 +31,14 @@ from reslab.models.identity_mappings import Placement, ShortcutKind, ShortcutVar
 from reslab.models.nets import ResidualMLP, ResNet, StagedNet
 from reslab.models.options import ModelOptions, model_options
 from reslab.models.specs import FAMILIES as FAMILIES  # re-exported: `reslab models --family` lists them
-from reslab.models.specs import IMAGENET_LAYERS, Family, ModelSpec, count_parameters_of, validate_spec
+from reslab.models.specs import (
+    IMAGENET_LAYERS,
+    MAX_DEPTH,
+    Family,
+    ModelSpec,
+    count_parameters_of,
+    validate_spec,
+)
 
 _MLP: Family = "mlp"
 _CIFAR: Family = "cifar"
@@ -121,7 +128,8 @@ def model_info(name: str) -> ModelSpec:
         m = pattern.fullmatch(name)
         if m is None:
             continue
-        depth = int(m.group(2))
+        digits = m.group(2)  # a 5,000-digit "depth" is too deep, not a ValueError of int()
+        depth = int(digits) if len(digits) <= 18 else MAX_DEPTH + 1
         if family == "wrn":
             spec = ModelSpec("wrn", depth, residual=m.group(1) is None, widen=float(m.group(3)))
             validate_spec(spec, name)

@@ -63,8 +63,16 @@ class ModelSpec:
         )
 
 
+# The deepest nets of the papers are 1202 layers (He et al. 2015, Table 6) and 1001 (He et al. 2016); the
+# lecture's dense nets go to 500 blocks. Ten thousand leaves wide room and keeps every check, and the
+# meta-device build behind it, to seconds: a depth of 6,000,002 is refused before anything grows with it.
+MAX_DEPTH = 10_000
+
+
 def validate_spec(spec: ModelSpec, name: str) -> None:
     """Check a spec; raise :class:`ConfigError` with a one-line message that starts with ``name``."""
+    if isinstance(spec.depth, int) and spec.depth > MAX_DEPTH:
+        raise ConfigError(f"{name}: depth {spec.depth:,} is beyond the {MAX_DEPTH:,} layers reslab builds")
     if spec.family not in FAMILIES:
         raise ConfigError(f"{name}: unknown family {spec.family!r}; use one of {', '.join(FAMILIES)}")
     if spec.shortcut is not None and spec.shortcut not in SHORTCUTS:

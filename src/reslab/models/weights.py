@@ -24,6 +24,7 @@ import argparse
 import contextlib
 import hashlib
 import json
+import os
 import pickle
 import re
 import sys
@@ -37,7 +38,7 @@ import torch
 from torch import nn
 
 from reslab.errors import CheckpointError
-from reslab.files import read_bounded
+from reslab.files import MAX_JSON_BYTES, check_regular_file, open_regular, read_bounded, read_text_bounded
 from reslab.models.blocks import PadShortcut
 from reslab.models.layouts import (
     HEAD,
@@ -49,6 +50,7 @@ from reslab.models.layouts import (
     guess_model,
 )
 from reslab.models.nets import WindowAvgPool
+from reslab.resources import available_host_memory, format_bytes
 
 Source = str | PathLike[str] | Mapping[str, torch.Tensor]
 
@@ -109,22 +111,25 @@ def read_state_dict(source: str | PathLike[str]) -> tuple[dict[str, torch.Tensor
     """(state dict minus wrappers and prefixes, the file read, notes) of a run directory or weights file."""
     path = Path(source).expanduser()
     if path.is_dir():
-        if not (path / RUN_WEIGHTS).is_file():
+        if not os.path.lexists(path / RUN_WEIGHTS):
             raise CheckpointError(
                 f"{path} has no {RUN_WEIGHTS}: pass a reslab run directory that has saved weights, "
                 "a .safetensors file or a .pt/.pth state dict"
             )
         path = path / RUN_WEIGHTS
-    elif not path.is_file():
+    elif not os.path.lexists(path):
         raise CheckpointError(
             f"{path} does not exist; pass a reslab run directory, a .safetensors file "
             "or a .pt/.pth state dict"
         )
-    try:
-        with path.open("rb") as f:
+    # the one bounded reader: a FIFO or a device is "not a regular file" (never opened, never waited on)
+    size = check_regular_file(path, "weights file", max_bytes=MAX_WEIGHTS_BYTES, error=CheckpointError)
+    _check_memory(path, size)
+    with open_regular(path, "weights file", max_bytes=MAX_WEIGHTS_BYTES, error=CheckpointError) as f:
+        try:
             head = f.read(9)
-    except OSError as err:
-        raise CheckpointError(f"cannot read weights file {path}: {err.strerror or err}") from None
+        except OSError as err:
+            raise CheckpointError(f"cannot read weights file {path}: {err.strerror or err}") from None
     # safetensors: an 8-byte header length, then the JSON header; anything else goes to torch.load
     obj = _read_safetensors(path) if path.suffix == ".safetensors" or head[8:] == b"{" else _read_torch(path)
     notes: list[str] = []
@@ -133,6 +138,20 @@ def read_state_dict(source: str | PathLike[str]) -> tuple[dict[str, torch.Tensor
 
 WEIGHTS_CHECKSUM = "reslab_sha256"  # header metadata of the weights reslab writes: SHA-256 of the tensor data
 MAX_WEIGHTS_BYTES = 64 << 30  # far beyond any ResNet (ResNet-152: 0.23 GiB in fp32), short of filling a disk
+
+
+READ_OVERHEAD = 2  # reading weights holds the file's bytes and the tensors made of them at once
+
+
+def _check_memory(path: Path, size: int) -> None:
+    """Refuse, before a byte is read, a weights file that cannot fit in the free host memory."""
+    free = available_host_memory()
+    need = READ_OVERHEAD * size
+    if free is not None and need > free:
+        raise CheckpointError(
+            f"weights file {path} is {format_bytes(size)}: reading it needs ~{format_bytes(need)} of memory "
+            f"but only {format_bytes(free)} is free; check that it is the right file, or free some memory"
+        )
 
 
 def tensor_data_sha256(data: bytes) -> str:
@@ -223,9 +242,16 @@ def _unwrap(obj: Any, name: str, notes: list[str]) -> dict[str, torch.Tensor]:
 
 def _run_conventions(path: Path) -> dict[str, str] | None:
     """shortcut_pad / global_pool of a reslab run, from its config.json; None if there is none to read."""
+    config = path.parent / RUN_CONFIG
+    if not os.path.lexists(config):
+        return None
+    # bounded: a config.json that is a FIFO or a link to /dev/zero is one line, never a hang or MemoryError
+    text = read_text_bounded(config, MAX_JSON_BYTES, "run config", error=CheckpointError)
     try:
-        kwargs = json.loads((path.parent / RUN_CONFIG).read_text())["config"].get("model_kwargs") or {}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        kwargs = json.loads(text)["config"].get("model_kwargs") or {}
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        return None
+    if not isinstance(kwargs, dict):
         return None
     return {k: str(kwargs.get(k, v)) for k, v in DEFAULT_CONVENTIONS.items()}
 

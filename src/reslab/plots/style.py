@@ -67,10 +67,10 @@ def finish(fig: Figure, title: str | None = None, *, rect: tuple[float, ...] | N
 
 
 def save_png(fig: Figure, path: str | Path) -> Path:
-    """Write ``fig`` as a PNG at :data:`DPI`; returns the path."""
-    path = Path(path)
-    fig.savefig(path, dpi=DPI)
-    return path
+    """Write ``fig`` as a PNG at :data:`DPI` through the one writer (atomic, never through a link)."""
+    from reslab.files import write_atomic
+
+    return write_atomic(path, png_bytes(fig), "figure")
 
 
 def png_bytes(fig: Figure) -> bytes:

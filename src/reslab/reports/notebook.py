@@ -75,7 +75,12 @@ def run_html(result: Any) -> str:
         ("dataset", result.dataset),
         ("iterations", f"{result.iterations} ({result.epochs:g} epochs) in {result.seconds:.1f} s"),
         ("final training error", f"{result.final_train_error:.2%} (loss {result.final_train_loss:.4f})"),
-        ("final test error", f"{result.final_test_error:.2%} (loss {result.final_test_loss:.4f})"),
+        (
+            "final test error",
+            f"{result.final_test_error:.2%} (loss {result.final_test_loss:.4f})"
+            if result.measured_test
+            else "not measured: no test images",
+        ),
         ("run directory", str(result.run_dir)),
     ]
     body = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)

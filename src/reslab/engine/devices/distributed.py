@@ -186,9 +186,16 @@ def leave(code: int) -> NoReturn:
 
 
 def agree_run_dir(
-    spec: OutputSpec, rt: Runtime, open_run_dir: Callable[..., Path], *, model: str, dataset: str
+    spec: OutputSpec,
+    rt: Runtime,
+    open_run_dir: Callable[..., Path],
+    stack: contextlib.ExitStack,
+    *,
+    model: str,
+    dataset: str,
 ) -> Path:
-    """Rank 0 opens (creates) the run directory; the others use the path it broadcasts.
+    """Rank 0 opens (creates and locks, on ``stack``) the run directory; the others use the path it
+    broadcasts.
 
     Needed because the default name holds a timestamp that ranks could compute a second apart; and a refusal
     (``--out`` holds a run...) reaches every rank, so none waits forever for rank 0.
@@ -197,7 +204,7 @@ def agree_run_dir(
     run_dir, failure = Path(), None
     if rt.is_main:
         try:
-            run_dir = open_run_dir(spec, is_main=True, model=model, dataset=dataset)
+            run_dir = open_run_dir(spec, stack, model=model, dataset=dataset)
             message = [str(run_dir), None]
         except ReslabError as err:
             message, failure = [None, str(err)], err
@@ -209,7 +216,7 @@ def agree_run_dir(
     if rt.is_main:
         return run_dir
     agreed = spec if spec.resume is not None else replace(spec, out=message[0])
-    return open_run_dir(agreed, is_main=False, model=model, dataset=dataset)
+    return open_run_dir(agreed, None, model=model, dataset=dataset)
 
 
 def prepare_model(model: nn.Module, rt: Runtime, *, sync_bn: bool) -> nn.Module:

@@ -13,6 +13,7 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -140,11 +141,22 @@ def is_out_of_memory(err: BaseException) -> bool:
     return isinstance(err, RuntimeError) and bool(_OOM_TEXT.search(str(err)))
 
 
-def oom_error(batch_size: int, device: torch.device, checkpointing: bool) -> TrainingError:
+def oom_error(
+    batch_size: int, device: torch.device, checkpointing: bool, run_dir: Path | None = None
+) -> TrainingError:
+    """The one line for running out of memory anyway: the fixes, and what is kept, said only when it is so
+    (a run that dies before its first checkpoint has none; without ``run_dir`` nothing is promised)."""
+    from reslab.engine.store.checkpoint import list_checkpoints
+
     hint = "try a smaller --batch-size" + ("" if checkpointing else " or --activation-checkpointing")
-    return TrainingError(
-        f"out of memory at --batch-size {batch_size} on {device}; {hint}; the last checkpoint is kept"
-    )
+    kept = list_checkpoints(run_dir) if run_dir is not None else []
+    if kept:
+        where = f"; the last checkpoint ({kept[-1].name}) is kept in {run_dir}"
+    elif run_dir is not None:
+        where = f"; no checkpoint was written yet in {run_dir}"
+    else:
+        where = ""
+    return TrainingError(f"out of memory at --batch-size {batch_size} on {device}; {hint}{where}")
 
 
 def return_freed_memory_promptly() -> bool:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import shutil
 import sys
 from collections.abc import Callable
@@ -25,14 +26,17 @@ from safetensors.torch import save as st_save
 
 from reslab.engine.store.rundir import (
     CKPT_DIR,
+    CKPT_LEFTOVER,
+    CKPT_NAME,
     WEIGHTS,
+    RunLock,
     atomic_write_bytes,
     atomic_write_json,
     fsync_dir,
     storage_error,
 )
 from reslab.errors import CheckpointError
-from reslab.files import MAX_JSON_BYTES, read_bounded, read_text_bounded
+from reslab.files import MAX_JSON_BYTES, own_folder, read_bounded, read_text_bounded
 from reslab.models.weights import MAX_WEIGHTS_BYTES, WEIGHTS_CHECKSUM, tensor_data_sha256
 
 STATE = "state.pt"
@@ -58,14 +62,23 @@ def save_checkpoint(run_dir: Path, iteration: int, weights: bytes, state: dict[s
     """Write checkpoint ``iteration`` and the run's top-level weights; prune to the last :data:`KEEP`.
 
     Only renames make a checkpoint appear or disappear, so a crash at any instant leaves every visible
-    ``ckpt-*`` whole; leftovers of a crash have dot-names that :func:`list_checkpoints` never sees.
+    ``ckpt-*`` whole; leftovers of a crash have dot-names that :func:`list_checkpoints` never sees. Pruning
+    deletes only the exact names reslab writes (``ckpt-<8+ digits>``), and only under the run's lock (the
+    training run's own, or taken here), so a user's ``ckpt-00000012-backup/`` and a live run are safe.
+    ``checkpoints/`` as a link is refused: nothing is written into, or pruned from, a folder it points to.
     """
+    with RunLock(run_dir, what="training", join=True):
+        return _save_locked(run_dir, iteration, weights, state)
+
+
+def _save_locked(run_dir: Path, iteration: int, weights: bytes, state: dict[str, Any]) -> Path:
     root = run_dir / CKPT_DIR
     final = root / f"ckpt-{iteration:08d}"
+    own_folder(root, "checkpoint folder", error=CheckpointError)
     try:
-        root.mkdir(exist_ok=True)
-        for stale in root.glob(".*-ckpt-*"):  # a crashed save or prune of an earlier session
-            shutil.rmtree(stale, ignore_errors=True)
+        for stale in root.iterdir():  # a crashed save or prune of an earlier session: exact names only
+            if CKPT_LEFTOVER.fullmatch(stale.name) and not stale.is_symlink():
+                shutil.rmtree(stale, ignore_errors=True)
         tmp = root / f".tmp-ckpt-{iteration:08d}"
         tmp.mkdir()
         try:
@@ -76,7 +89,7 @@ def save_checkpoint(run_dir: Path, iteration: int, weights: bytes, state: dict[s
                 n: {"bytes": len(d), "sha256": hashlib.sha256(d).hexdigest()} for n, d in files.items()
             }
             atomic_write_json(tmp / MANIFEST, {"iteration": iteration, "files": manifest})
-            if final.exists():  # re-saving the same iteration (e.g. Ctrl-C right at an eval point)
+            if os.path.lexists(final):  # re-saving the same iteration (e.g. Ctrl-C right at an eval point)
                 _discard(final)
             tmp.rename(final)
         except BaseException:
@@ -93,6 +106,9 @@ def save_checkpoint(run_dir: Path, iteration: int, weights: bytes, state: dict[s
 
 def _discard(ckpt: Path) -> None:
     """Rename out of sight, then delete: a crash half-way through rmtree must not leave a torn ckpt-*."""
+    if ckpt.is_symlink():  # the link goes, never what it points to
+        ckpt.unlink()
+        return
     trash = ckpt.with_name(f".old-{ckpt.name}")
     shutil.rmtree(trash, ignore_errors=True)
     ckpt.rename(trash)
@@ -101,11 +117,12 @@ def _discard(ckpt: Path) -> None:
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
-    """Checkpoint directories, newest first."""
+    """Checkpoint directories (exact ``ckpt-<iteration>`` names, real folders, never links), newest first."""
     root = run_dir / CKPT_DIR
-    if not root.is_dir():
+    if not root.is_dir() or root.is_symlink():
         return []
-    return sorted((p for p in root.glob("ckpt-*") if p.is_dir()), reverse=True)
+    found = [p for p in root.iterdir() if CKPT_NAME.fullmatch(p.name) and p.is_dir() and not p.is_symlink()]
+    return sorted(found, key=lambda p: int(p.name[5:]), reverse=True)
 
 
 def _read_verified(path: Path, expected: dict[str, Any] | None) -> bytes:

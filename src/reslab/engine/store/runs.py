@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import platform
 import sys
 from dataclasses import dataclass, field
@@ -12,12 +13,13 @@ from typing import Any
 
 import torch
 
+from reslab.data.images import MAX_PIXELS
 from reslab.data.loader import Normalization
 from reslab.engine.config import TrainConfig
 from reslab.engine.store.checkpoint import load_latest_checkpoint
 from reslab.engine.store.rundir import CONFIG, WEIGHTS
 from reslab.errors import CheckpointError, ConfigError, ReslabError
-from reslab.files import MAX_JSON_BYTES, read_text_bounded
+from reslab.files import MAX_JSON_BYTES, check_regular_file, read_text_bounded
 from reslab.models.weights import read_state_dict
 
 
@@ -52,6 +54,27 @@ class RunResult:
     iterations: int
     epochs: float
     history: list[dict[str, Any]] = field(default_factory=list)  # the metrics.jsonl records
+    notes: list[str] = field(default_factory=list)  # what a reader of the figures must know (in summary.json)
+
+    def __post_init__(self) -> None:
+        if not self.measured_test and NO_TEST_NOTE not in self.notes:
+            self.notes.append(NO_TEST_NOTE)
+
+    @property
+    def measured_test(self) -> bool:
+        """False when the test split had no images: the test figures are then NaN, never a result (printed
+        as "not measured", written as null)."""
+        figures = (self.final_test_loss, self.final_test_error, self.final_test_top5_error)
+        return all(isinstance(v, int | float) and math.isfinite(v) for v in figures)
+
+    def test_text(self) -> str:
+        """The test figures as a phrase, or why there are none."""
+        if not self.measured_test:
+            return f"no test error: the test split of {self.dataset} has no images (not measured)"
+        return (
+            f"test error {self.final_test_error:.2%} (loss {self.final_test_loss:.4f}), "
+            f"test top-5 error {self.final_test_top5_error:.2%}"
+        )
 
     def __str__(self) -> str:
         return (
@@ -59,8 +82,7 @@ class RunResult:
             f"{self.model} ({self.params:,} params) on {self.dataset}: {self.iterations} iterations "
             f"({self.epochs:g} epoch(s)) in {self.seconds:.1f} s\n"
             f"final training error {self.final_train_error:.2%} (loss {self.final_train_loss:.4f}), "
-            f"test error {self.final_test_error:.2%} (loss {self.final_test_loss:.4f}), "
-            f"test top-5 error {self.final_test_top5_error:.2%}"
+            + self.test_text()
         )
 
     def _repr_html_(self) -> str:
@@ -76,17 +98,37 @@ def read_run_result(run_dir: Path) -> RunResult:
     path = run_dir / SUMMARY
     try:
         summary = json.loads(read_text_bounded(path, MAX_JSON_BYTES, "run summary", error=ConfigError))
-        names = {f.name for f in dataclasses.fields(RunResult)} - {"run_dir", "history"}
-        values = {k: summary[k] for k in names}
-        for k, v in values.items():
-            want = str if k in ("model", "dataset") else (int, float)
-            if not isinstance(v, want) or isinstance(v, bool):
-                raise TypeError(k)
+        names = {f.name for f in dataclasses.fields(RunResult)} - {"run_dir", "history", "notes"}
+        values = {k: _summary_value(k, summary[k]) for k in names}
         return RunResult(run_dir=run_dir, history=read_jsonl(run_dir / METRICS), **values)
     except ConfigError as err:
         raise CheckpointError(str(err)) from None
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         raise CheckpointError(f"{path} is not a valid reslab run summary") from None
+
+
+NO_TEST_NOTE = "the test split has no images: the test figures were not measured (null)"
+MAX_CHANNELS = 16  # images are grey (1) or RGB (3); anything far beyond is no image reslab trained on
+_TEST_FIGURES = ("final_test_loss", "final_test_error", "final_test_top5_error")
+MAX_COUNT = 2**63 - 1
+
+
+def _summary_value(key: str, value: Any) -> Any:
+    """A summary.json value checked by type and range: a string for names, a finite number (an int within
+    int64) for figures; null only for a test figure that was not measured (no test images), read as NaN."""
+    if key in ("model", "dataset"):
+        if not isinstance(value, str):
+            raise TypeError(key)
+        return value
+    if value is None and key in _TEST_FIGURES:
+        return math.nan
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(key)
+    if isinstance(value, float) and not math.isfinite(value) and key not in _TEST_FIGURES:
+        raise ValueError(key)
+    if isinstance(value, int) and abs(value) > MAX_COUNT:
+        raise ValueError(key)
+    return value
 
 
 def run_metadata(
@@ -157,6 +199,10 @@ def _check_data_facts(data: Any) -> None:
     shape = data.get("input_shape")
     if not isinstance(shape, list) or len(shape) != 3 or not all(isinstance(v, int) and v > 0 for v in shape):
         raise ValueError("data.input_shape")
+    c, h, w = shape  # bounded before anything is built from it: a 100,000 x 100,000 input is no image
+    if c > MAX_CHANNELS or h * w > MAX_PIXELS:
+        too_large = f"over {MAX_CHANNELS} channels or {MAX_PIXELS:,} pixels"
+        raise ValueError(f"data.input_shape {c}x{h}x{w} ({too_large})")
     norm = data.get("normalization")
     if not isinstance(norm, dict) or norm.get("mode") not in ("channel", "pixel"):
         raise ValueError("data.normalization.mode")
@@ -176,6 +222,7 @@ def _locate(path: Path) -> tuple[Path, Path | None, Path | None]:
         return path / CONFIG, (path / WEIGHTS if (path / WEIGHTS).exists() else None), path
     if not path.exists():
         raise CheckpointError(f"{path} does not exist; pass a run directory or a weights file")
+    check_regular_file(path, "weights file", error=CheckpointError)  # a FIFO is "not a regular file"
     for sidecar in (path.with_suffix(".json"), path.parent / CONFIG):
         if sidecar.is_file():
             return sidecar, path, (path.parent if sidecar.name == CONFIG else None)
