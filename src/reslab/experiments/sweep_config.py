@@ -76,6 +76,7 @@ class TrainOverrides:
     precision: Precision | None = override("precision")
     channels_last: bool | None = override("channels_last")
     compile: bool | None = override("compile")
+    cuda_graphs: bool | None = override("cuda_graphs")
     activation_checkpointing: bool | None = override("activation_checkpointing")
     num_threads: int | None = override("num_threads")
     sync_bn: bool | None = override("sync_bn")
