@@ -69,31 +69,17 @@ def train_on_devices(
     lock = threading.Lock()
     share = cpu_share(devices)
 
-    def slot(device: str) -> None:
-        worker: Worker | None = None
-        try:
-            while True:
-                try:
-                    i = todo.get_nowait()
-                except queue.Empty:
-                    return
-                worker = worker or Worker(device)
-                code, result, error = _run_one(worker, configs[i], device, share)
-                if not worker.alive():  # a crashed process: the next run gets a fresh one
-                    worker.close()
-                    worker = None
-                with lock:
-                    if code == 0:
-                        results[i] = result
-                        if on_done is not None and result is not None:
-                            on_done(i, result)
-                    else:
-                        errors[i] = f"run {configs[i].out} on {device}: {error}"
-        finally:
-            if worker is not None:
-                worker.close()
+    def one(worker: Worker, device: str, i: int) -> None:
+        code, result, error = _run_one(worker, configs[i], device, share)
+        with lock:
+            if code == 0:
+                results[i] = result
+                if on_done is not None and result is not None:
+                    on_done(i, result)
+            else:
+                errors[i] = f"run {configs[i].out} on {device}: {error}"
 
-    threads = [threading.Thread(target=slot, args=(d,), daemon=True) for d in devices]
+    threads = [threading.Thread(target=_slot, args=(d, todo, one), daemon=True) for d in devices]
     for t in threads:
         t.start()
     for t in threads:
@@ -102,6 +88,26 @@ def train_on_devices(
         first = min(errors)
         raise TrainingError(f"{len(errors)} of {len(configs)} runs failed; first: {errors[first]}")
     return results
+
+
+def _slot(device: str, todo: queue.Queue[int], one: Callable[[Worker, str, int], None]) -> None:
+    """One slot: a worker process that takes the next waiting run until none is left (a fresh process after
+    one that crashed)."""
+    worker: Worker | None = None
+    try:
+        while True:
+            try:
+                i = todo.get_nowait()
+            except queue.Empty:
+                return
+            worker = worker or Worker(device)
+            one(worker, device, i)
+            if not worker.alive():
+                worker.close()
+                worker = None
+    finally:
+        if worker is not None:
+            worker.close()
 
 
 class Worker:
