@@ -165,7 +165,7 @@ def test_gpu_budget_keeps_time_for_the_later_sections(
     line = "compare: 10 runs (...) in runs/x: estimated 2 h 05 min with 4 runs at a time"
     assert sweeps._estimate_s(line) == 2 * 3600 + 5 * 60
     assert sweeps._estimate_s("compare: ...: estimated 3 min 20 s") == 200
-    assert sweeps._estimate_s("compare: 4 runs ...: estimated 45 s") == 45 and sweeps._estimate_s(None) is None
+    assert sweeps._estimate_s("compare: ...: estimated 45 s") == 45 and sweeps._estimate_s(None) is None
 
 
 def test_step_costs_script_times_every_part(bench: ModuleType, capsys: pytest.CaptureFixture[str]) -> None:
