@@ -26,6 +26,7 @@ from reslab.experiments.planning import (
     Estimate,
     choose_count,
     clock,
+    estimate_runs,
     fit_by_memory,
     plan_sweep,
     runs_per_device,
@@ -205,3 +206,13 @@ def test_the_estimate_is_printed_with_the_plan_and_changes_nothing(
     # finished runs cost nothing, and are not probed again
     _, again = plan_sweep(cfg.resolve(), compare_runs(cfg.resolve()), key=lambda j: j.depth)
     assert again == ": nothing left to train"
+
+
+def test_past_its_budget_the_estimate_scales_the_models_it_did_not_time(tmp_path: Path) -> None:
+    cfg = CompareConfig(out=str(tmp_path / "s"), **SWEEP).resolve()  # type: ignore[arg-type]
+    jobs = compare_runs(cfg)
+    est = estimate_runs(jobs, key=lambda j: j.depth, budget_s=0.0)  # time for one probe only: the shallowest
+    assert (est.timed, est.models) == (1, 2) and sorted(est.run_seconds) == [0, 1, 2, 3]
+    by_depth = {j.depth: est.run_seconds[j.index] for j in jobs}
+    assert by_depth[14] > by_depth[8] > 0  # 14 layers: the 8-layer step and evaluation, x 14/8
+    assert "(1 of 2 models timed, the others scaled by depth)" in est.text(1)

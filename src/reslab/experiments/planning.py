@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from reslab.engine import TrainConfig
+from reslab.engine.probe import Probe, RunCost
 from reslab.engine.store.checkpoint import list_checkpoints
 from reslab.errors import ConfigError
 from reslab.experiments.sweep import Job, run_state
@@ -33,6 +34,7 @@ MEASURE_ABOVE_S = 600.0  # auto measures concurrency (about 20 s of probes) only
 CONTEXT_BYTES = 2**30  # a CUDA context, cuDNN/cuBLAS workspaces: memory a run takes beyond its tensors
 MEMORY_SHARE = 0.9  # of the GPU's free memory that the runs sharing it may fill
 GAIN = 1.1  # a doubling of the runs per GPU must bring 10% more throughput to be chosen
+PROBE_BUDGET_S = 20.0  # past this, the estimate scales the models not yet timed by depth
 
 
 def runs_per_device(value: str | None) -> int | None:
@@ -109,6 +111,8 @@ class Estimate:
     probe_seconds: float = 0.0
     slowdown: float = 1.0  # per-run slowdown when runs share a GPU (measured), 1 when not known
     error: str | None = None  # why there is no estimate
+    timed: int = 0  # distinct models timed ...
+    models: int = 0  # ... of the sweep's distinct unfinished models (the others scaled by depth)
 
     def sweep_seconds(self, n_slots: int) -> float:
         """The scheduler's order (longest first, each slot takes the next): when the last slot is done."""
@@ -124,6 +128,8 @@ class Estimate:
         if not self.run_seconds:
             return ": nothing left to train"
         line = f": estimated {clock(self.sweep_seconds(n_slots))}"
+        if self.timed < self.models:
+            line += f" ({self.timed} of {self.models} models timed, the others scaled by depth)"
         if n_slots > 1:
             line += f" with {n_slots} runs at a time"
             line += ", if the runs sharing a GPU do not slow each other" if assumed else ""
@@ -141,31 +147,52 @@ def clock(seconds: float) -> str:
 
 
 def estimate_runs(
-    jobs: Sequence[Job], *, key: Callable[[Job], Hashable], threads: int | None = None, steps: int = 2
+    jobs: Sequence[Job],
+    *,
+    key: Callable[[Job], Hashable],
+    threads: int | None = None,
+    steps: int = 2,
+    budget_s: float = PROBE_BUDGET_S,
 ) -> Estimate:
     """Probe each distinct model (by ``key``) of the unfinished ``jobs`` and cost every one of them.
 
     ``threads``: the CPU threads each run will get when runs share the CPU (their ``num_threads`` wins).
+    Probes go shallowest, deepest, then the others; once they have taken ``budget_s`` (a loaded machine),
+    the models not yet timed are costed from the timed one nearest in depth, scaled by depth.
     """
-    from reslab.engine.probe import Probe
-
-    started, out, costs = time.perf_counter(), Estimate(), {}
+    started, out = time.perf_counter(), Estimate()
+    todo = [(job, state) for job in jobs if (state := run_state(job)) not in ("finished", "diverged")]
+    first: dict[Hashable, Job] = {}
+    for job, _ in todo:
+        first.setdefault(key(job), job)
+    by_depth = sorted(first, key=lambda k: first[k].depth)
+    order = list(dict.fromkeys([*by_depth[:1], *by_depth[-1:], *by_depth]))  # shallowest, deepest, the rest
+    costs: dict[Hashable, RunCost] = {}
     data: Any = None
-    for job in jobs:
-        state = run_state(job)
-        if state in ("finished", "diverged"):
-            continue
-        k = key(job)
+    for k in order:
+        if costs and time.perf_counter() - started > budget_s:
+            break
+        with Probe(_probe_config(first[k].config, threads), data=data) as probe:
+            data = (probe.specs.data, probe.data)
+            costs[k] = probe.cost(steps)
+        out.peak_bytes = max(out.peak_bytes or 0, costs[k].peak_bytes or 0) or None
+    out.timed, out.models = len(costs), len(first)
+    for k in order:
         if k not in costs:
-            cfg = _probe_config(job.config, threads)
-            with Probe(cfg, data=data) as probe:
-                data = (probe.specs.data, probe.data)
-                costs[k] = probe.cost(steps)
-            peaks = [out.peak_bytes or 0, costs[k].peak_bytes or 0]
-            out.peak_bytes = max(peaks) or None
-        out.run_seconds[job.index] = costs[k].seconds(from_step=_done_steps(job) if state != "new" else 0)
+            costs[k] = _scaled(costs, first, k)
+    for job, state in todo:
+        cost = costs[key(job)]
+        out.run_seconds[job.index] = cost.seconds(from_step=_done_steps(job) if state != "new" else 0)
     out.probe_seconds = time.perf_counter() - started
     return out
+
+
+def _scaled(costs: dict[Hashable, RunCost], first: dict[Hashable, Job], k: Hashable) -> RunCost:
+    """The cost of model ``k`` from the timed one nearest in depth: steps and evaluations ~ depth."""
+    near = min(costs, key=lambda t: abs(first[t].depth - first[k].depth))
+    ratio = first[k].depth / max(first[near].depth, 1)
+    c = costs[near]
+    return replace(c, step_s=c.step_s * ratio, eval_image_s=c.eval_image_s * ratio)
 
 
 def _probe_config(cfg: TrainConfig, threads: int | None) -> TrainConfig:
