@@ -340,6 +340,62 @@ def engine_step(
     return step
 
 
+STEP_MODES = (
+    "eager",
+    "capture",
+    "compile",
+)  # the engine's step: eager, one CUDA graph, torch.compile's graphs
+
+
+def engine_stepper(
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    rt: Runtime,
+    batches: Iterator[tuple[torch.Tensor, torch.Tensor]],
+    mode: str,
+    *,
+    lr: float = SGD_KW["lr"],
+) -> Callable[[], None]:
+    """One step of ``reslab.engine.loop.train`` as it runs with ``--cuda-graphs`` on a GPU: ``eager`` (the
+    plain step), ``capture`` (the whole step as one CUDA graph: :mod:`reslab.engine.graphs`; on a CPU the
+    same machinery replays by calling the step again) or ``compile`` (``torch.compile(mode=
+    "reduce-overhead")``, torch's own CUDA graphs). Label smoothing 0.1, the finite check, device-side sums.
+    ``step.losses`` keeps a copy of each step's loss (on the device) when ``step.keep_losses`` is set."""
+    from reslab.engine.graphs import GraphPlan, make_stepper
+    from reslab.engine.guards import FiniteWatch
+    from reslab.engine.step import Interval, NonFiniteStep, StepState
+
+    if mode not in STEP_MODES:
+        raise ValueError(f"mode must be one of {STEP_MODES}, got {mode!r}")
+    plan = GraphPlan(mode == "capture", "reduce-overhead" if mode == "compile" else None)
+    forward = torch.compile(model, mode="reduce-overhead") if mode == "compile" else model
+    state = StepState(
+        forward=forward, params=list(model.parameters()), optimizer=opt, runtime=rt,
+        watch=FiniteWatch(rt.device), label_smoothing=0.1,
+    )  # fmt: skip
+    stepper = make_stepper(state, plan, warn=print)
+    model.train()
+    interval = Interval.zeros(rt.device)
+    losses: list[torch.Tensor] = []
+    nonfinite: list[int] = []
+
+    def step() -> None:
+        x, y = next(batches)
+        try:
+            loss, _ = stepper(x, y, lr=lr, iteration=interval.steps + 1, interval=interval)
+        except NonFiniteStep:
+            nonfinite.append(1)
+            return
+        if step.keep_losses:  # type: ignore[attr-defined]
+            losses.append(loss.detach().float().clone())  # a graph's output: overwritten by the next replay
+
+    step.keep_losses = False  # type: ignore[attr-defined]
+    step.losses = losses  # type: ignore[attr-defined]
+    step.nonfinite = nonfinite  # type: ignore[attr-defined]
+    step.stepper = stepper  # type: ignore[attr-defined]
+    return step
+
+
 def engine_infer(
     model: nn.Module, rt: Runtime, batches: Iterator[tuple[torch.Tensor, torch.Tensor]]
 ) -> Callable[[], None]:

@@ -126,13 +126,46 @@ def test_throughput_table_is_against_each_precisions_roofline(
 
 
 def test_gpu_script_runs_its_cpu_path(bench: ModuleType, tmp_path: Path) -> None:
+    """Every section of the GPU check on tiny shapes, in seconds: nothing skipped, every figure there."""
     gpu = importlib.import_module("gpu")
     out = tmp_path / "gpu.json"
     assert gpu.main(["--tiny", "--device", "cpu", "--json", str(out), "--no-compile"]) == 0
     payload = json.loads(out.read_text())
     assert set(payload["roofline"]["peaks_gflops"]) == {"bf16"} and payload["datasheet_bf16_tflops"] == 989.0
-    rows = payload["resnet50"]["rows"] + payload["resnet56"]["rows"]
-    assert rows and all(0 < r["of_roofline"] <= 1 for r in rows)
+    assert payload["skipped"] == []
+    nets = [m for m in payload["throughput"].values() if isinstance(m, dict)]  # and section_seconds
+    rows = payload["resnet50"]["rows"] + [r for m in nets for r in m["rows"]]
+    assert len(nets) == 2 and rows and all(0 < r["of_roofline"] <= 1 for r in rows)
+    steps = {r["settings"]["step"] for m in nets for r in m["rows"]}
+    assert steps == {"eager", "capture"}  # compiled contenders need --compile (a GPU run has it)
+    assert all(r["vs_eager"] > 0 for r in rows)
+    # on a CPU the captured step's stand-in replays the same arithmetic: no gap at all
+    eq = payload["equivalence"]
+    assert eq["within_noise"] and eq["captured"]["loss_rel_max"] == 0.0 == eq["captured"]["weights_rel"]
+    for sweep in (payload["deep"]["auto"], payload["widths"]):
+        assert sweep["returncode"] == 0 and not sweep["timed_out"] and sweep["estimate_s"] > 0
+        assert "| layers |" in sweep["stdout"]
+    assert payload["deep"]["auto"]["slots_line"].startswith("sweep: 4 runs, 2 at a time")
+    assert "| 14 |" in payload["widths"]["results_md"]
+    paper = payload["paper"]
+    assert paper["seconds_one_at_a_time"] >= paper["seconds_chosen"] > 0
+    assert sorted(paper["rates_steps_per_s"]) == ["1", "2"] and paper["chosen_runs_per_gpu"] in (1, 2)
+
+
+def test_gpu_budget_keeps_time_for_the_later_sections(
+    bench: ModuleType, capsys: pytest.CaptureFixture[str]
+) -> None:
+    gpu = importlib.import_module("gpu")
+    budget = gpu.Budget(100.0, {"a": 30, "b": 50, "c": 40})
+    assert budget.after("a") == 90 and budget.after("c") == 0
+    assert not budget.allows("a")  # 30 + 90 kept for b and c > 100 s
+    assert budget.allows("b") and budget.allows("c") and budget.skipped == ["a"]
+    assert "skipped a" in capsys.readouterr().out
+    sweeps = importlib.import_module("gpu_sweeps")
+    line = "compare: 10 runs (...) in runs/x: estimated 2 h 05 min with 4 runs at a time"
+    assert sweeps._estimate_s(line) == 2 * 3600 + 5 * 60
+    assert sweeps._estimate_s("compare: ...: estimated 3 min 20 s") == 200
+    assert sweeps._estimate_s("compare: ...: estimated 45 s") == 45 and sweeps._estimate_s(None) is None
 
 
 def test_step_costs_script_times_every_part(bench: ModuleType, capsys: pytest.CaptureFixture[str]) -> None:
@@ -160,7 +193,8 @@ def test_cli_defaults_parse(bench: ModuleType) -> None:
     assert throughput.Case.parse("resnet20:28:64") == throughput.Case("resnet20", 28, 64)
     gpu = importlib.import_module("gpu")
     tiny = gpu.parse_args(["--tiny", "--device", "cpu"])
-    assert tiny.compile is False and tiny.steps == 1
+    assert tiny.compile is False and tiny.steps == 1 and tiny.warmup >= 5  # eager steps, then the capture
+    assert gpu.parse_args([]).budget_s + 25 <= 540  # 9 minutes with start-up and the JSON
     tta = importlib.import_module("time_to_accuracy")
     assert tta.parse_args(["--quick"]).target == pytest.approx(0.90)
 

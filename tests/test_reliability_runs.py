@@ -38,9 +38,9 @@ def run(tiny_run: Path, tmp_path: Path) -> Path:
 def test_a_buffer_gone_to_inf_under_a_finite_loss_is_not_checkpointed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import reslab.engine.loop as loop
+    import reslab.engine.graphs as steps  # the loop's step (eager here, on a CPU) calls train_step there
 
-    real = loop.train_step
+    real = steps.train_step
 
     def poisoned(state, x, y, *, lr, iteration):  # type: ignore[no-untyped-def]
         out = real(state, x, y, lr=lr, iteration=iteration)
@@ -49,7 +49,7 @@ def test_a_buffer_gone_to_inf_under_a_finite_loss_is_not_checkpointed(
             bn.running_var.fill_(float("inf"))
         return out
 
-    monkeypatch.setattr(loop, "train_step", poisoned)
+    monkeypatch.setattr(steps, "train_step", poisoned)
     with pytest.raises(DivergedError, match=r"at iteration 8; .*the last good checkpoint \(ckpt-00000004\)"):
         train(tiny(tmp_path / "r", iterations=12, eval_every=4))
     [ckpt] = list_checkpoints(tmp_path / "r")

@@ -166,6 +166,13 @@ class TrainConfig:
     precision: Precision = setting("auto", help="auto = bf16 autocast on CUDA and CPUs with native bf16")
     channels_last: bool | None = setting(None, help="NHWC memory format; default on for cpu and cuda")
     compile: bool = setting(False, help="torch.compile the model; pays off on long runs only")
+    cuda_graphs: bool = setting(
+        True,
+        help="CUDA, one process, bf16/fp32: capture the whole training step as one CUDA graph and replay it "
+        "(with --compile: torch.compile's reduce-overhead graphs instead); elsewhere the step runs eagerly",
+        resume="session",
+        sweep=False,
+    )
     activation_checkpointing: bool = setting(
         False, help="recompute blocks in the backward pass: far less memory, ~1/3 slower"
     )

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from reslab.data.loader import DeviceLoader
+from reslab.engine import graphs
 from reslab.engine.config import TrainConfig
 from reslab.engine.data import load_data
 from reslab.engine.devices import distributed
@@ -28,10 +29,10 @@ from reslab.engine.guards import FiniteWatch, InterruptGuard, all_finite
 from reslab.engine.inference import EvalResult, evaluate_model
 from reslab.engine.loggers import check_logger_paths, open_loggers
 from reslab.engine.net import build_net
-from reslab.engine.optim import AdaptiveWarmup, lr_at, make_plan, make_sgd, trainable
+from reslab.engine.optim import AdaptiveWarmup, checkpoint_state, lr_at, make_plan, make_sgd, trainable
 from reslab.engine.progress import Progress
 from reslab.engine.specs import RunSpecs, resolve
-from reslab.engine.step import Interval, NonFiniteStep, StepState, train_step
+from reslab.engine.step import Interval, NonFiniteStep, StepState
 from reslab.engine.store import rundir
 from reslab.engine.store.checkpoint import (
     list_checkpoints,
@@ -99,21 +100,12 @@ class _Run:
         self.total = self.plan.total
         self.eval_every = specs.output.eval_every or self.steps_per_epoch
         self.warmup = AdaptiveWarmup(specs.optim.warmup_until_error)
-        self.fwd = torch.compile(self.model) if specs.runtime.compile else self.model  # evaluation: own shard
-        self.state = StepState(
-            forward=distributed.wrap_ddp(self.fwd, rt) if rt.world_size > 1 else self.fwd,
-            params=trainable(self.model),
-            optimizer=make_sgd(self.model, specs.optim),
-            runtime=rt,
-            watch=FiniteWatch(rt.device),
-            label_smoothing=specs.optim.label_smoothing,
-            grad_clip=specs.optim.grad_clip,
-            scaler=torch.amp.GradScaler(rt.device.type) if rt.precision == "fp16" else None,
-        )
+        self.state, self.step = self._make_step()
         # 3) the position and its figures (a restore moves them), the display
         self.it, self.seconds_before, self.interval = 0, 0.0, Interval.zeros(rt.device)
         self.history: list[dict[str, Any]] = []
         self.notes = [*specs.notes, *net.notes, *self.plan.notes(specs.optim)]
+        self.notes += [self.graphs.note] if self.graphs.note and rt.is_main else []
         self.started = time.perf_counter()
         # 4) the run directory: its lock, then the checkpoint, config.json and the loggers
         self.exit = contextlib.ExitStack()  # the run directory's lock, released when the session ends
@@ -139,6 +131,26 @@ class _Run:
         )
 
     # --- phases before the loop
+    def _make_step(self) -> tuple[StepState, graphs.Stepper]:
+        """What a step needs, and the step: eager, compiled, or captured as one CUDA graph (graphs.py)."""
+        specs, rt = self.specs, self.rt
+        resident = isinstance(self.data.train, DeviceLoader)  # a streamed folder's batches are not
+        self.graphs = graphs.graph_plan(
+            specs.runtime, rt, resident=resident, checkpointing=specs.net.activation_checkpointing
+        )
+        self.fwd = graphs.compiled(self.model, self.graphs)  # evaluation too (each rank its own shard)
+        state = StepState(
+            forward=distributed.wrap_ddp(self.fwd, rt) if rt.world_size > 1 else self.fwd,
+            params=trainable(self.model),
+            optimizer=make_sgd(self.model, specs.optim),
+            runtime=rt,
+            watch=FiniteWatch(rt.device),
+            label_smoothing=specs.optim.label_smoothing,
+            grad_clip=specs.optim.grad_clip,
+            scaler=torch.amp.GradScaler(rt.device.type) if rt.precision == "fp16" else None,
+        )
+        return state, graphs.make_stepper(state, self.graphs, warn=lambda line: self._say(line))
+
     def _open_run_dir(self) -> Path:
         """Create (or reopen) the run directory and take its lock: one writer per run (rank 0 only)."""
         out, what = self.specs.output, {"model": self.specs.net.model, "dataset": self.specs.data.dataset}
@@ -192,6 +204,7 @@ class _Run:
             "channels_last": self.rt.channels_last,
             "estimated_memory_bytes": self.memory.total if self.memory is not None else None,
             "world_size": self.rt.world_size,  # processes of a data-parallel run (1 = single process)
+            "step": self.graphs.kind,  # eager, cuda graph, compiled, or compiled with cuda graphs
         }
         d = self.data
         meta = run_metadata(
@@ -207,7 +220,7 @@ class _Run:
 
     def _execute(self) -> RunResult:
         for note in self.notes:
-            (self.progress.warn if note.startswith("warning:") else self.progress.message)(note)
+            self._say(note)
         self.started = time.perf_counter()
         self.model.train()
         self.interval.started = time.perf_counter()
@@ -242,11 +255,10 @@ class _Run:
             epoch, start = divmod(self.it, self.steps_per_epoch)
             for x, y in self.data.train.epoch(epoch, start=start):
                 lr = lr_at(self.it, self.plan)
-                loss, logits = train_step(self.state, x, y, lr=lr, iteration=self.it + 1)
+                _, logits = self.step(x, y, lr=lr, iteration=self.it + 1, interval=self.interval)
                 if self.warmup.watching(self.plan, self.it):
                     self._watch_warmup(logits, y)
                 self.it += 1
-                self.interval.add(loss, logits, y)
                 self._show(lr)
                 if self.it % self.eval_every == 0 or self.it == self.total:
                     self._eval_point(lr)
@@ -301,7 +313,7 @@ class _Run:
         }
         if self.plan.warmup == "adaptive":  # the step count at which the warm-up ended (None: not yet)
             metrics["warmup_ended_at"] = self.warmup.ended_at
-        self.interval = Interval.zeros(self.rt.device)
+        self.interval.reset()  # in place: a captured step adds into these tensors
         self.history.append(metrics)
         if self.rt.is_main:
             # The line before the checkpoint: a crash between the two leaves a line past the last
@@ -326,7 +338,7 @@ class _Run:
             "epoch": self.it // self.steps_per_epoch,
             "batch_in_epoch": self.it % self.steps_per_epoch,
             "seconds": self._seconds(),
-            "optimizer": self.state.optimizer.state_dict(),
+            "optimizer": checkpoint_state(self.state.optimizer),
             "scaler": self.state.scaler.state_dict() if self.state.scaler is not None else {},
             "rng": rng_state(self.rt.device),
             "interval": self.interval.to_state(),
@@ -351,6 +363,9 @@ class _Run:
             iteration=iteration,
             run_dir=self.run_dir,
         )
+
+    def _say(self, line: str) -> None:
+        (self.progress.warn if line.startswith("warning:") else self.progress.message)(line)
 
     def _seconds(self) -> float:
         return self.seconds_before + time.perf_counter() - self.started
@@ -383,5 +398,6 @@ class _Run:
             summary = {k: v for k, v in dataclasses.asdict(result).items() if k != "history"}
             summary.update(run_dir=str(self.run_dir), device=str(self.rt.device), precision=self.rt.precision)
             summary.update(channels_last=self.rt.channels_last, compile=self.specs.runtime.compile)
+            summary.update(step=self.graphs.kind)
             rundir.atomic_write_json(self.run_dir / rundir.SUMMARY, summary)
         return result

@@ -60,6 +60,16 @@ def param_groups(model: nn.Module, spec: OptimSpec) -> list[dict[str, Any]]:
     return [*groups, {"params": head, "lr_scale": spec.head_lr / spec.lr}]
 
 
+def checkpoint_state(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """The optimizer's state dict with every learning rate a Python float, as an eager run saves it (a
+    captured step keeps its lr in device tensors: :mod:`reslab.engine.graphs`)."""
+    state = optimizer.state_dict()
+    for group in state["param_groups"]:  # state_dict's groups are copies: the optimizer keeps its tensors
+        if isinstance(group.get("lr"), torch.Tensor):
+            group["lr"] = float(group["lr"])
+    return state
+
+
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     """The scheduled ``lr`` into every group, times the group's ``lr_scale`` (``--head-lr``; default 1)."""
     for group in optimizer.param_groups:

@@ -105,6 +105,7 @@ class RuntimeSpec:
     precision: str  # auto | fp32 | bf16 | fp16
     channels_last: bool | None  # None: on for cpu and cuda
     compile: bool
+    cuda_graphs: bool  # the step as one CUDA graph where it applies (reslab.engine.graphs.graph_plan)
     num_threads: int | None
     sync_bn: bool
     dist_timeout_s: float
@@ -189,8 +190,8 @@ def runtime_spec(cfg: TrainConfig) -> RuntimeSpec:
     """The execution part of ``cfg``."""
     return RuntimeSpec(
         device=cfg.device, precision=cfg.precision, channels_last=cfg.channels_last, compile=cfg.compile,
-        num_threads=cfg.num_threads, sync_bn=cfg.sync_bn, dist_timeout_s=cfg.dist_timeout_s,
-        batch_size=cfg.batch_size,
+        cuda_graphs=cfg.cuda_graphs, num_threads=cfg.num_threads, sync_bn=cfg.sync_bn,
+        dist_timeout_s=cfg.dist_timeout_s, batch_size=cfg.batch_size,
     )  # fmt: skip
 
 

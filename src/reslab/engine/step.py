@@ -57,7 +57,7 @@ def train_step(
         loss = F.cross_entropy(logits, y, label_smoothing=st.label_smoothing)
     st.optimizer.zero_grad(set_to_none=True)
     (st.scaler.scale(loss) if st.scaler is not None else loss).backward()
-    bad = st.watch.push(iteration, _finite(st, loss))
+    bad = st.watch.push(iteration, step_finite(st, loss))
     if bad is not None:
         raise NonFiniteStep(bad)
     if st.scaler is not None:
@@ -68,7 +68,7 @@ def train_step(
     return loss.detach(), logits.detach()
 
 
-def _finite(st: StepState, loss: torch.Tensor) -> torch.Tensor:
+def step_finite(st: StepState, loss: torch.Tensor) -> torch.Tensor:
     """0-d bool on the device: the loss and (when they could poison the weights) the gradients are finite."""
     finite = torch.isfinite(loss.detach())
     if st.grad_clip is not None:
@@ -96,11 +96,25 @@ class Interval:
         return cls(torch.zeros((), device=device), torch.zeros((), dtype=torch.int64, device=device))
 
     def add(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
-        b = y.shape[0]
-        self.loss_sum += loss.float() * b
+        self.sum_(loss, logits, y)
+        self.count(y.shape[0])
+
+    def sum_(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
+        """The device-side half of :meth:`add`, in place (a captured CUDA graph replays exactly this)."""
+        self.loss_sum += loss.float() * y.shape[0]
         self.correct += (logits.argmax(1) == y).sum()
-        self.images += b
+
+    def count(self, images: int) -> None:
+        """The host-side half of :meth:`add`: one more step of ``images`` images."""
+        self.images += images
         self.steps += 1
+
+    def reset(self) -> None:
+        """Zero the figures in place: a captured graph keeps adding into these same tensors."""
+        self.loss_sum.zero_()
+        self.correct.zero_()
+        self.images = self.steps = 0
+        self.started = time.perf_counter()
 
     def figures(self) -> tuple[float, float, float]:
         """(mean loss, error, images/s): the host sync of this interval."""

@@ -7,7 +7,8 @@
 
 Modules: degradation (CompareConfig, presets, compare), ablation (AblateConfig, the variants of He et al.
 2016, ablate), paper_tables (that paper's Tables 1-2), sweep (reuse, resume, divergence, one run of a
-sweep), scheduler (one run per device), results (records, mean ± std rows, tables, verdict).
+sweep), scheduler (worker processes per device slot), planning (runs per device, the time estimate),
+results (records, mean ± std rows, tables, verdict).
 """
 
 from __future__ import annotations

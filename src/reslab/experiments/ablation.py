@@ -21,6 +21,7 @@ from reslab.errors import ConfigError
 from reslab.evidence import ONE_SEED, separate
 from reslab.experiments.degradation import model_name
 from reslab.experiments.paper_tables import paper_error, paper_note
+from reslab.experiments.planning import plan_sweep
 from reslab.experiments.results import Row, RunRecord, SweepResult, aggregate, write_results
 from reslab.experiments.sweep import Job, OnRun, Say, check_sweep_file, in_sweep_folder, run_jobs
 from reslab.experiments.sweep_config import SweepSettings
@@ -119,6 +120,7 @@ class AblateConfig(SweepSettings, AblateGrid):
             depth=preset["depth"] if self.depth is None else self.depth,
             widen=preset["widen"] if self.widen is None else self.widen,
             seeds=seeds,
+            **self._slots(preset),
             dataset=self.dataset or preset["dataset"],
             recipe=recipe,
             epochs=epochs,
@@ -329,9 +331,10 @@ def _sweep(cfg: AblateConfig, out: Path, say: Say, on_run: OnRun | None, started
     check_sweep_file(out, cfg.settings(), SWEEP_FILE)
     jobs = ablate_runs(cfg)
     what = f"{cfg.model}, {len(cfg.variant_names)} variants x {cfg.seeds} seed(s)"
-    say(f"ablate: {len(jobs)} runs ({what}) on {cfg.dataset} in {out}")
+    devices, estimate = plan_sweep(cfg, jobs, key=lambda job: job.kind)  # one probe per variant
+    say(f"ablate: {len(jobs)} runs ({what}) on {cfg.dataset} in {out}{estimate}")
     records = run_jobs(
-        jobs, say=say, cost=lambda _job: 1.0, devices=cfg.devices, retry_diverged=cfg.retry_diverged,
+        jobs, say=say, cost=lambda _job: 1.0, devices=devices, retry_diverged=cfg.retry_diverged,
         only=cfg.run_index, on_run=on_run,
     )  # fmt: skip
     rows = aggregate(records, kinds=tuple(cfg.variant_names))

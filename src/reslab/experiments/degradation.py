@@ -16,6 +16,7 @@ from typing import Any, Literal, TextIO
 
 from reslab.engine import TrainConfig
 from reslab.errors import ConfigError
+from reslab.experiments.planning import plan_sweep
 from reslab.experiments.results import (
     Checks,
     RunRecord,
@@ -134,7 +135,7 @@ class CompareConfig(SweepSettings, CompareGrid):
         cfg = replace(
             self,
             seeds=seeds,
-            devices=self.devices or _cpu_processes(preset, self),
+            **self._slots(preset),
             depths=tuple(sorted(depths)),
             dataset=self.dataset or preset["dataset"],
             recipe=recipe,
@@ -160,16 +161,6 @@ class CompareConfig(SweepSettings, CompareGrid):
 
     def grid(self) -> dict[str, Any]:
         return {"family": self.family, "depths": list(self.depths or ()), "seeds": self.seeds}
-
-
-def _cpu_processes(preset: dict[str, Any], cfg: CompareConfig) -> tuple[str, ...] | None:
-    """The preset's parallel CPU runs (``cpu_processes``), when this sweep trains on the CPU."""
-    from reslab.engine.devices.runtime import resolve_device
-
-    n = preset.get("cpu_processes")
-    if not n or resolve_device(cfg.device or "auto").type != "cpu":
-        return None
-    return ("cpu",) * n
 
 
 def check_depths(family: str, depths: tuple[int, ...]) -> None:
@@ -259,9 +250,10 @@ def _sweep(cfg: CompareConfig, out: Path, say: Say, on_run: OnRun | None, starte
     what = (
         f"{cfg.family} depths {','.join(map(str, cfg.depths or ()))} x plain/residual x {cfg.seeds} seed(s)"
     )
-    say(f"compare: {len(jobs)} runs ({what}) on {cfg.dataset} in {out}")
+    devices, estimate = plan_sweep(cfg, jobs, key=lambda job: job.depth)  # twins: the same layers' cost
+    say(f"compare: {len(jobs)} runs ({what}) on {cfg.dataset} in {out}{estimate}")
     records = run_jobs(
-        jobs, say=say, cost=run_cost, devices=cfg.devices, retry_diverged=cfg.retry_diverged,
+        jobs, say=say, cost=run_cost, devices=devices, retry_diverged=cfg.retry_diverged,
         only=cfg.run_index, on_run=on_run,
     )  # fmt: skip
     if cfg.run_index is not None:  # one run of a distributed sweep: the full call gathers and draws

@@ -305,7 +305,7 @@ def _run_on_devices(todo: list[Job], states: dict[int, str], devices: Sequence[s
         resume = states[j.index] == "interrupted" and bool(list_checkpoints(j.run_dir))
         run = str(j.run_dir)
         configs.append(replace(j.config, out=run, resume=run if resume else None, overwrite=not resume))
-    say(f"sweep: {len(todo)} runs on {len(devices)} devices ({', '.join(devices)}), one run per device")
+    say(f"sweep: {len(todo)} runs, {len(devices)} at a time ({', '.join(devices)}), each in its own process")
     started = time.perf_counter()
 
     def done(k: int, _result: object) -> None:

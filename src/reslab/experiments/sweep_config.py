@@ -76,6 +76,7 @@ class TrainOverrides:
     precision: Precision | None = override("precision")
     channels_last: bool | None = override("channels_last")
     compile: bool | None = override("compile")
+    cuda_graphs: bool | None = override("cuda_graphs")
     activation_checkpointing: bool | None = override("activation_checkpointing")
     num_threads: int | None = override("num_threads")
     sync_bn: bool | None = override("sync_bn")
@@ -92,8 +93,19 @@ class SweepFlags:
     recipe: str | None = setting(None, help="training recipe under the preset's settings (default, paper)")
     devices: tuple[str, ...] | None = setting(
         None,
-        help="train one run per device at a time, e.g. cuda:0,cuda:1 (each in its own process)",
+        help="train one run per device at a time, e.g. cuda:0,cuda:1 (each in its own process; "
+        "--runs-per-device N: N per device)",
         metavar="DEV,DEV",
+    )
+    runs_per_device: str | None = setting(
+        None,
+        help="runs at a time on each device, each in its own process: N, or auto (CPU: the preset's "
+        "processes; CUDA: as many as fit, up to 4, measured on long sweeps); on CUDA without --devices, on "
+        "every visible GPU (default: auto)",
+        metavar="N|auto",
+    )
+    estimate: bool = setting(
+        True, help="time a few steps of each model first and print the sweep's estimated time with its plan"
     )
     retry_diverged: bool = setting(
         False, help="train again the runs that diverged (off: keep them as results)"
@@ -139,6 +151,27 @@ class SweepSettings(TrainOverrides, SweepFlags):
         if self.devices is not None and (not self.devices or not all(self.devices)):
             raise ConfigError("--devices is empty; give e.g. --devices cuda:0,cuda:1")
         return preset, recipe, seeds
+
+    def _slots(self, preset: dict[str, Any]) -> dict[str, Any]:
+        """``devices`` as the slots the settings fix (``--devices`` x ``--runs-per-device``, the preset's CPU
+        processes), with ``runs_per_device`` then spent (resolving twice gives the same sweep); CUDA's
+        ``auto`` is left to the sweep's start (:func:`reslab.experiments.planning.plan_sweep`)."""
+        from reslab.engine.devices.runtime import resolve_device
+        from reslab.experiments.planning import runs_per_device, static_devices
+
+        kind = resolve_device(self.device or "auto").type
+        gpu_count = 0
+        if kind == "cuda":
+            import torch
+
+            gpu_count = torch.cuda.device_count()
+        given = runs_per_device(self.runs_per_device)
+        devices = static_devices(
+            self.devices, self.runs_per_device, kind=kind, gpu_count=gpu_count,
+            cpu_processes=preset.get("cpu_processes"),
+        )  # fmt: skip
+        fixed = given is not None or bool(self.devices) or kind != "cuda"
+        return {"devices": devices, "runs_per_device": None if fixed else self.runs_per_device}
 
     def _check_resolved(self, runs: int) -> None:
         """The first run's TrainConfig validated and ``--run-index`` checked (call on a resolved config)."""

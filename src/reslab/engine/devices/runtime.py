@@ -96,11 +96,15 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def autocast(rt: Runtime) -> contextlib.AbstractContextManager[object]:
-    """Mixed-precision context for forward passes; a no-op in fp32."""
+def autocast(rt: Runtime, *, cache: bool = True) -> contextlib.AbstractContextManager[object]:
+    """Mixed-precision context for forward passes; a no-op in fp32.
+
+    ``cache=False`` inside a CUDA graph capture, as PyTorch's CUDA graph notes require of autocast there; the
+    casts are the same values either way (each weight is cast once per forward in these nets).
+    """
     if rt.amp_dtype is None:
         return contextlib.nullcontext()
-    return torch.autocast(device_type=rt.device.type, dtype=rt.amp_dtype)
+    return torch.autocast(device_type=rt.device.type, dtype=rt.amp_dtype, cache_enabled=cache)
 
 
 def rng_state(device: torch.device) -> dict[str, object]:
