@@ -254,7 +254,7 @@ def api_config(cls: type, cfg: Any, settings: Mapping[str, Any], where: str) -> 
         if key not in valid:
             raise ConfigError(f"{where}: unknown setting {key!r}{closest(str(key), valid)}")
     try:
-        cfg = dataclasses.replace(cfg, **settings) if cfg is not None else cls(**settings)
+        cfg = dataclasses.replace(cfg, **settings) if cfg is not None else cls(**settings)  # type: ignore[type-var]  # cls is a dataclass: fields_of checked it
     except TypeError as err:  # a required setting missing
         raise ConfigError(f"{where}: {err}".replace("__init__()", cls.__name__)) from None
     return check_fields(cfg, where)

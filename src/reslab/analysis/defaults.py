@@ -34,7 +34,7 @@ def default_pair(seeds: int, say: Callable[[str], None], **settings: Any) -> lis
     jobs = compare_runs(cfg.resolve())[: 2 * seeds]  # seed-major: plain-s0, residual-s0, plain-s1, ...
     which = "seed 0" if seeds == 1 else f"seeds 0..{seeds - 1}"
     say(f"no runs given: studying the default pair, {PAIR_TEXT}, {which}")
-    if seeds >= cfg.resolve().seeds:
+    if seeds >= cfg.resolve().seed_count:
         compare(cfg)  # the whole sweep: trains what is missing, reuses the rest
     else:
         for job in jobs:

@@ -79,13 +79,13 @@ def verdict(ratio: float) -> str:
     return "healthy"
 
 
-def weight_layers(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+def weight_layers(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
     """Conv / Linear weights in depth order (module registration order), without the shortcut's own layers.
 
     Projections (``downsample``) and the gates of gated shortcuts (``modulation``) sit beside the depth
     path, not on it; leaving them out keeps one point per weighted layer as the paper counts depth.
     """
-    layers = []
+    layers: list[tuple[str, torch.Tensor]] = []
     for name, m in model.named_modules():
         beside = ".downsample" in f".{name}" or ".modulation" in f".{name}"
         if isinstance(m, nn.Linear | nn.Conv2d) and not beside:

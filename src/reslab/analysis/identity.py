@@ -60,7 +60,8 @@ def _last_layer(block: nn.Module) -> nn.Conv2d | nn.Linear:
 def branch_relative_norm(block: nn.Module, x: torch.Tensor) -> float:
     """``||F(x)|| / ||x||`` over the batch ``x``, F(x) read at ``block.branch_out``; 0 for the identity."""
     seen: list[torch.Tensor] = []
-    handle = block.branch_out.register_forward_hook(lambda _m, _i, out: seen.append(out.detach()))
+    tap = block.get_submodule("branch_out")  # F(x) before the addition (every reslab block has this tap)
+    handle = tap.register_forward_hook(lambda _m, _i, out: seen.append(out.detach()))
     try:
         block(x)
     finally:

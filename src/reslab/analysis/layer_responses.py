@@ -71,8 +71,9 @@ def block_responses(
         def post(_m: nn.Module, _a: Any, out: torch.Tensor, i: int = i) -> None:
             c = out.shape[1]
             flat = out.double().transpose(0, 1).reshape(c, -1)  # (C, B*H*W)
-            s1[i] = flat.sum(1) if s1[i] is None else s1[i] + flat.sum(1)
-            s2[i] = flat.square().sum(1) if s2[i] is None else s2[i] + flat.square().sum(1)
+            prev1, prev2 = s1[i], s2[i]
+            s1[i] = flat.sum(1) if prev1 is None else prev1 + flat.sum(1)
+            s2[i] = flat.square().sum(1) if prev2 is None else prev2 + flat.square().sum(1)
             counts[i] += flat.shape[1]
             ratio = _sample_norm(out) / _sample_norm(inputs[i]).clamp_min(1e-12)
             ratio_sum[i] += float(ratio.double().sum())
@@ -94,9 +95,10 @@ def block_responses(
     n = x.shape[0]
     stds = []
     for i in range(n_blocks):
-        assert s1[i] is not None and s2[i] is not None, "every block's branch_out must run"
+        m1, m2 = s1[i], s2[i]
+        assert m1 is not None and m2 is not None, "every block's branch_out must run"
         k = counts[i]
-        var = (s2[i] - s1[i].square() / k) / max(k - 1, 1)  # unbiased, per channel
+        var = (m2 - m1.square() / k) / max(k - 1, 1)  # unbiased, per channel
         stds.append(float(var.clamp_min(0).sqrt().mean()))
     return stds, [r / n for r in ratio_sum]
 

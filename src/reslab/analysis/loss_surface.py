@@ -123,7 +123,7 @@ def loss_landscape(
     ``progress(k)`` is called after each grid point. The model's parameters are restored exactly afterwards.
     """
     coords = grid_coords(grid, span)
-    params = [p for p in model.parameters()]
+    params: list[torch.Tensor] = list(model.parameters())
     if not params:
         raise ConfigError(f"{label or model_name} has no parameters to perturb")
     batches = [(x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)]

@@ -18,6 +18,7 @@ from torch import nn
 from reslab.data import ArrayDataset, load_dataset
 from reslab.data.loader import Normalization
 from reslab.errors import ConfigError
+from reslab.models.nets import StagedNet
 
 
 @dataclass
@@ -81,7 +82,7 @@ def load_subjects(
     ]
     for s in subjects:
         # Checkpointing recomputes blocks, so forward hooks would fire twice: analyses need it off.
-        if hasattr(s.model, "activation_checkpointing"):
+        if isinstance(s.model, StagedNet):
             s.model.activation_checkpointing = False
     return subjects
 

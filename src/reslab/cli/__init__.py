@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from reslab.errors import ReslabError, report
@@ -27,7 +27,7 @@ class _Parser(argparse.ArgumentParser):
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
 
-    commands: dict[str, argparse.ArgumentParser]  # the subcommands' parsers, by name (top level only)
+    commands: Mapping[str, argparse.ArgumentParser]  # the subcommands' parsers, by name (top level only)
 
     def error(self, message: str) -> None:  # type: ignore[override]
         sys.stderr.write(f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")

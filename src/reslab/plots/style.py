@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
 DPI = 110  # small PNGs that still read well in a README
-STYLE = {"axes.grid": True, "grid.alpha": 0.3, "font.size": 9, "axes.titlesize": 10}
+STYLE: dict[str, Any] = {"axes.grid": True, "grid.alpha": 0.3, "font.size": 9, "axes.titlesize": 10}
 PLAIN_COLORS = ("#d95f02", "#e7298a", "#a6761d", "#e6ab02")  # warm: plain nets
 RESIDUAL_COLORS = ("#1b6ac9", "#1b9e77", "#7570b3", "#66a61e")  # cool: residual nets
 DEPTH_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")
@@ -41,7 +41,7 @@ def styled(fn: FigFn) -> FigFn:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Figure:
-        with matplotlib.rc_context(STYLE):
+        with matplotlib.rc_context(STYLE):  # type: ignore[arg-type]  # the stubs take literal rc keys only
             return fn(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
@@ -55,7 +55,9 @@ def new_figure(
     return fig, fig.subplots(nrows, ncols, squeeze=False)
 
 
-def finish(fig: Figure, title: str | None = None, *, rect: tuple[float, ...] | None = None) -> Figure:
+def finish(
+    fig: Figure, title: str | None = None, *, rect: tuple[float, float, float, float] | None = None
+) -> Figure:
     """Add the bold suptitle and lay the panels out."""
     if title:
         fig.suptitle(title, fontsize=11, fontweight="bold")
@@ -80,8 +82,8 @@ def png_bytes(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
-TRAIN = {"linestyle": "--"}  # training error (and loss), in every figure
-TEST = {"linestyle": "-"}  # test error (and loss), in every figure
+TRAIN: dict[str, Any] = {"linestyle": "--"}  # training error (and loss), in every figure
+TEST: dict[str, Any] = {"linestyle": "-"}  # test error (and loss), in every figure
 ERROR_LINEAR_BELOW = 1.0  # %: the error axis is linear below, logarithmic above
 ERROR_TICKS = (0, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100)
 

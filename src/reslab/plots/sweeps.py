@@ -7,6 +7,7 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from matplotlib.artist import Artist
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
@@ -88,7 +89,9 @@ def _draw_curves(ax: Axes, runs: Sequence[Any], color: str, label: str) -> list[
     ax.plot(it_te, te, color=color, linewidth=2.0, label=label + (" (diverged)" if diverged else ""), **TEST)
     if diverged:  # an x on the top edge at the iteration where it stopped
         at = min(r.diverged_at or 0 for r in runs if getattr(r, "status", "") == "diverged")
-        mark = dict(marker="x", color=color, markersize=9, markeredgewidth=2, linestyle="none", clip_on=False)
+        mark: dict[str, Any] = dict(
+            marker="x", color=color, markersize=9, markeredgewidth=2, linestyle="none", clip_on=False
+        )
         ax.plot([at], [1.0], transform=ax.get_xaxis_transform(), **mark)
     return [v for v in tr + te if math.isfinite(v)]
 
@@ -229,7 +232,7 @@ def ablation_bars_figure(records: Sequence[Any], *, order: Sequence[str], subjec
     ax.set_ylabel("final error (%)")
     seeds = len({r.seed for r in records})
     ax.set_title(f"mean ± std over {seeds} seeds" if seeds > 1 else "one seed")
-    key = [
+    key: list[Artist] = [
         Patch(
             facecolor="0.5", edgecolor="0.5", label="filled: training error (eval mode, whole training split)"
         ),

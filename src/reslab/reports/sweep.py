@@ -39,7 +39,14 @@ def write_sweep_report(result: Any, title: str) -> Path:
 
 
 def _runs(out: Path, runs: Any) -> str:
-    head = ("run", "model", "depth", "seed", "status", "final training error (eval mode, whole split)")
+    head: tuple[str, ...] = (
+        "run",
+        "model",
+        "depth",
+        "seed",
+        "status",
+        "final training error (eval mode, whole split)",
+    )
     head += ("final test error", "running training error, last evaluation (train mode)", "iterations", "s")
     rows = []
     for r in runs:
