@@ -37,6 +37,8 @@ def best_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_every_run_writes_its_report_and_overwrite_removes_the_new_files(best_run: Path, tmp_path) -> None:
     page = read_report(best_run / "report.html")
     assert "finished: final training error" in page.verdict
+    best = next(row for row in page.tables[0] if row[0].startswith("best weights (best.safetensors)"))
+    assert best[1].startswith("iteration ")
     run = tmp_path / "run"
     train(tiny(run, iterations=4))
     assert evaluate(run).files  # class_errors.json, confusion.png and report.html again

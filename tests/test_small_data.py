@@ -47,6 +47,7 @@ def test_the_rule_says_what_it_did_and_what_to_change() -> None:
     assert "--epochs 23" in length_notes(9, 18, epochs=2, adapted=False)[0]
     assert length_notes(9, 12, epochs=None, adapted=False) == []  # a length in iterations is taken as meant
     assert length_notes(62, 62, epochs=1, adapted=False) == []  # not a small split
+    assert length_notes(9, 18, epochs=2, adapted=False, from_scratch=False) == []  # a fine-tune
 
 
 def _draw_shapes(root: Path, per_class: int = 30, size: int = 24, seed: int = 0) -> Path:

@@ -169,6 +169,13 @@ def test_compare_and_a_study_take_the_data(tmp_path: Path, arrays_run: Path) -> 
     with pytest.raises(ConfigError, match="holds a sweep with data_fingerprint="):  # other data, same --out
         reslab.compare(family="mlp", depths=(1,), iterations=4, out=str(tmp_path / "sweep"), progress="off",
                        data=(255 - grey, Y), test_data=(grey[:40], Y[:40]))  # fmt: skip
+    study = reslab.ablate(
+        variants=("identity", "scaling"), depth=8, seeds=1, iterations=2, out=str(tmp_path / "ablate"),
+        progress="off", data=(X, Y), test_data=(X_TEST, Y_TEST),
+    )  # fmt: skip
+    assert [r.kind for r in study.rows] == ["identity", "scaling"]
+    with pytest.raises(ConfigError, match="devices= trains each run in a process of its own"):
+        reslab.ablate(depth=8, seeds=1, iterations=2, devices=("cpu", "cpu"), data=(X, Y))
     with pytest.raises(ConfigError, match=r"pass it again with data=\(x, y\)"):
         reslab.responses(entries=(str(arrays_run),), out=str(tmp_path / "r"))
     study = reslab.responses(entries=(str(arrays_run),), out=str(tmp_path / "r"), samples=16, data=(X, Y))

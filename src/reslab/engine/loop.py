@@ -156,7 +156,10 @@ class _Run:
         epochs = auto_epochs(steps, epochs=optim.epochs, iterations=optim.iterations)
         sized = specs.sized(batch_size=self.data.batch_size, epochs=epochs)
         total = sized.optim.run_length(steps)
-        self.data.notes += length_notes(steps, total, epochs=epochs, adapted=epochs != optim.epochs)
+        scratch = specs.net.init_from is None
+        self.data.notes += length_notes(
+            steps, total, epochs=epochs, adapted=epochs != optim.epochs, from_scratch=scratch
+        )  # fmt: skip
         return sized
 
     def _open_run_dir(self) -> Path:

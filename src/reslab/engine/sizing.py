@@ -76,15 +76,17 @@ def auto_epochs(steps_per_epoch: int, *, epochs: int | None, iterations: int | N
     return needed if needed > DEFAULT_EPOCHS else None
 
 
-def length_notes(steps_per_epoch: int, total: int, *, epochs: int | None, adapted: bool) -> list[str]:
-    """One line for a length the rule chose, or for a short run in epochs on a small split (a length in
-    iterations is taken as meant)."""
+def length_notes(
+    steps_per_epoch: int, total: int, *, epochs: int | None, adapted: bool, from_scratch: bool = True
+) -> list[str]:
+    """One line for a length the rule chose, or for a short run in epochs on a small split trained from
+    scratch (a length in iterations is taken as meant; a fine-tune learns in fewer steps)."""
     if adapted:
         return [
             f"{epochs} epochs instead of {DEFAULT_EPOCHS}: {total} steps of {steps_per_epoch} per epoch (the "
             "small-data rule; --epochs or --iterations sets the length)"
         ]
-    if epochs is not None and steps_per_epoch < MIN_STEPS_PER_EPOCH and total < MIN_STEPS:
+    if from_scratch and epochs is not None and steps_per_epoch < MIN_STEPS_PER_EPOCH and total < MIN_STEPS:
         more = math.ceil(MIN_STEPS / steps_per_epoch)
         return [
             f"{epochs} epoch(s) of {steps_per_epoch} steps are {total} steps; a small split needs about "
