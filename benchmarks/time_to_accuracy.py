@@ -32,6 +32,7 @@ import benchlib as bl
 from reslab.data import load_dataset
 from reslab.data.loader import Normalization
 from reslab.engine import TrainConfig, train
+from reslab.engine.config import DEFAULT_BATCH
 from reslab.engine.optim import lr_at, make_plan
 from reslab.models import build_model, model_info
 
@@ -95,17 +96,18 @@ def run_baseline(args: argparse.Namespace) -> dict[str, Any]:
     """The straightforward loop, same recipe and evaluation points."""
     evals: list[dict[str, Any]] = []
     cfg = _config(args, "unused")
+    batch = cfg.batch_size or DEFAULT_BATCH
     started = time.perf_counter()
     # 1) data: normalised float NCHW tensors, as most tutorials prepare them
     ds = load_dataset(cfg.dataset, seed=cfg.split_seed)
     norm = Normalization.from_dataset(ds, cfg.normalize)
     train_dl = DataLoader(
         TensorDataset(norm.apply(ds.train_x), ds.train_y.long()),
-        batch_size=cfg.batch_size,
+        batch_size=batch,
         shuffle=True,
         drop_last=True,
     )
-    test_dl = DataLoader(TensorDataset(norm.apply(ds.test_x), ds.test_y.long()), batch_size=cfg.batch_size)
+    test_dl = DataLoader(TensorDataset(norm.apply(ds.test_x), ds.test_y.long()), batch_size=batch)
     # 2) model and optimiser
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, num_classes=ds.num_classes, input_shape=ds.image_shape)

@@ -34,7 +34,8 @@ def test_only_train_and_the_config_resolution_take_the_whole_config() -> None:
     allowed = {
         "loop.py": {"train"},  # the entry point
         "probe.py": {"__init__"},  # the other one: times the steps train() would take (sweep estimates)
-        "specs.py": {"resolve", "data_spec", "optim_spec", "runtime_spec", "with_init_kwargs"},
+        "specs.py": {"resolve", "data_spec", "optim_spec", "runtime_spec", "with_init_kwargs"}
+        | {"with_passed", "with_init_image_size"},  # data passed in memory, --init-from's image size
         "config.py": {"from_recipe", "from_file", "from_dict", "validate", "with_changes", "to_dict"},
         "store/resume.py": {"given_settings", "resume_settings"},  # what a resume keeps of the config
         "store/runs.py": {"run_metadata", "build_from_meta"},  # config.json: the config as written

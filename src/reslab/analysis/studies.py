@@ -51,6 +51,11 @@ class _StudyConfig:
 
     dataset: str | None = setting(None, help="default: the first run's dataset, else mnist5k")
     data_dir: str | None = setting(None, help="where file-based datasets live", metavar="DIR")
+    image_size: int | None = setting(
+        None,
+        help="folder:PATH: scale the shorter side to N and center-crop NxN; default the first run's own",
+        metavar="N",
+    )
     download: bool = setting(True, help="fetch a missing dataset archive into --data-dir")
     model_kwargs: dict[str, Any] = setting(
         factory=dict, help="build_model keyword arguments for models given by name", metavar="KEY=VALUE"
@@ -185,8 +190,17 @@ def _say(text: str) -> None:
     sys.stderr.write(f"reslab: {text}\n")
 
 
-def _subjects(cfg: _StudyConfig, entries: list[str], out: str) -> tuple[Any, list[Subject], Path]:
-    ds = open_dataset(cfg.dataset, entries, cfg.data_dir, download=cfg.download)
+def _subjects(cfg: _StudyConfig, entries: list[str], out: str, data: Any) -> tuple[Any, list[Subject], Path]:
+    from reslab.data.passed import passed_data
+
+    if data is not None and cfg.dataset is not None:
+        raise ConfigError("data= and dataset= both say what to study on; pass one of them")
+    if cfg.image_size is not None and cfg.image_size <= 0:
+        raise ConfigError(f"--image-size must be a positive integer, got {cfg.image_size}")
+    ds = open_dataset(
+        cfg.dataset, entries, cfg.data_dir, download=cfg.download, image_size=cfg.image_size,
+        passed=passed_data(data),
+    )  # fmt: skip
     subjects = load_subjects(entries, ds, seed=cfg.seed, model_kwargs=cfg.model_kwargs)
     for s in subjects:
         _check_memory(s, ds, cfg.batch_size)
@@ -222,12 +236,13 @@ def _write(out: Path, name: str, data: dict[str, Any], figure: Any) -> tuple[dic
     return files, {name: figure}
 
 
-def gradients(cfg: GradientsConfig | None = None, /, **settings: Any) -> GradientsResult:
+def gradients(cfg: GradientsConfig | None = None, /, *, data: Any = None, **settings: Any) -> GradientsResult:
     """Gradient norm per weight layer and per block output, at the start and after ``steps`` SGD steps.
 
     ``gradients(entries=["plainmlp64", "resmlp64"])``, ``gradients(GradientsConfig(...))``, or
     ``gradients()``: plain56 and resnet56 at initialisation. ``models=`` is the deprecated name of
-    ``entries=`` (it still works, with a FutureWarning).
+    ``entries=`` (it still works, with a FutureWarning). ``data=(x, y)`` (arrays, tensors or a torch
+    Dataset, as ``train`` takes) studies on data in memory instead of a dataset.
     """
     from reslab.plots import gradients_figure
 
@@ -244,7 +259,7 @@ def gradients(cfg: GradientsConfig | None = None, /, **settings: Any) -> Gradien
         raise ConfigError(f"--lr must be a positive number, got {cfg.lr}")
     if cfg.grad_clip is not None and not cfg.grad_clip > 0:
         raise ConfigError(f"--grad-clip must be a positive number, got {cfg.grad_clip}")
-    ds, subjects, out = _subjects(cfg, list(cfg.entries or DEFAULT_GRADIENTS), cfg.out)
+    ds, subjects, out = _subjects(cfg, list(cfg.entries or DEFAULT_GRADIENTS), cfg.out, data)
     subjects = _reseeded(cfg, ds, subjects)
     profiles = []
     for s in subjects:
@@ -293,14 +308,15 @@ def _reseeded(cfg: GradientsConfig, ds: Any, subjects: list[Subject]) -> list[Su
     return out
 
 
-def responses(cfg: ResponsesConfig | None = None, /, **settings: Any) -> ResponsesResult:
-    """Std of each block's branch output F(x) over fixed training images, and ||F(x)||/||x|| (Fig. 7)."""
+def responses(cfg: ResponsesConfig | None = None, /, *, data: Any = None, **settings: Any) -> ResponsesResult:
+    """Std of each block's branch output F(x) over fixed training images, and ||F(x)||/||x|| (Fig. 7);
+    ``data=``: the training images of data in memory (as ``train`` takes them) instead of a dataset."""
     from reslab.plots import responses_figure
 
     cfg = _config(ResponsesConfig, cfg, settings)
     cfg._check_sizes(samples=cfg.samples)
     entries = list(cfg.entries) or default_pair(PAIR_SEEDS, _say)
-    ds, subjects, out = _subjects(cfg, entries, cfg.out)
+    ds, subjects, out = _subjects(cfg, entries, cfg.out, data)
     profiles = []
     for s in subjects:
         x, _ = fixed_batch(ds, s.norm, cfg.samples, seed=cfg.seed)
@@ -322,10 +338,11 @@ def responses(cfg: ResponsesConfig | None = None, /, **settings: Any) -> Respons
     return ResponsesResult(out, response_table(profiles), sentence, files, figures, profiles)
 
 
-def landscape(cfg: LandscapeConfig | None = None, /, **settings: Any) -> LandscapeResult:
+def landscape(cfg: LandscapeConfig | None = None, /, *, data: Any = None, **settings: Any) -> LandscapeResult:
     """The training loss at ``w0 + a*d1 + b*d2`` on a grid, filter-normalised directions (Li et al. 2018).
 
     Plain and residual runs must have the same depth (they are drawn side by side on one colour scale).
+    ``data=``: the training images of data in memory (as ``train`` takes them) instead of a dataset.
     """
     import torch
 
@@ -337,7 +354,7 @@ def landscape(cfg: LandscapeConfig | None = None, /, **settings: Any) -> Landsca
     grid_coords(grid, cfg.span)  # validate before any loading
     cfg._check_sizes(samples=cfg.samples)
     entries = list(cfg.entries) or default_pair(1, _say)
-    ds, subjects, out = _subjects(cfg, entries, cfg.out)
+    ds, subjects, out = _subjects(cfg, entries, cfg.out, data)
     if len({s.residual for s in subjects}) == 2 and len({s.depth for s in subjects}) > 1:
         depths = ", ".join(f"{s.label}={s.depth}" for s in subjects)
         raise ConfigError(

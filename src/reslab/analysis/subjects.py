@@ -17,6 +17,7 @@ from torch import nn
 
 from reslab.data import ArrayDataset, load_dataset
 from reslab.data.loader import Normalization
+from reslab.data.passed import PassedData, is_passed
 from reslab.errors import ConfigError
 from reslab.models.nets import StagedNet
 
@@ -44,17 +45,17 @@ def is_run(entry: str) -> bool:
     return Path(entry).expanduser().exists() or "/" in entry or entry.endswith((".safetensors", ".json"))
 
 
-def run_dataset(entries: list[str]) -> tuple[str | None, str | None]:
-    """(dataset, data_dir) the first run directory among ``entries`` was trained on, or (None, None)."""
+def first_run(entries: list[str]) -> tuple[str, dict[str, Any]] | None:
+    """(entry, settings) of the first run directory among ``entries``: what its data was (dataset, data_dir,
+    image_size, split_seed, val_split), from its config.json; None when there is none."""
     from reslab.engine.store.rundir import CONFIG
     from reslab.engine.store.runs import read_run_config
 
     for entry in entries:
         path = Path(entry).expanduser()
         if path.is_dir():
-            cfg = read_run_config(path / CONFIG)["config"]
-            return cfg.get("dataset"), cfg.get("data_dir")
-    return None, None
+            return entry, read_run_config(path / CONFIG)["config"]
+    return None
 
 
 def load_subjects(
@@ -98,7 +99,8 @@ def _trained(entry: str, ds: ArrayDataset) -> Subject:
     if tuple(info.input_shape) != ds.image_shape or len(info.classes) != ds.num_classes:
         raise ConfigError(
             f"{entry} was trained on {len(info.classes)} classes of {tuple(info.input_shape)} images, "
-            f"but {ds.name} has {ds.num_classes} of {ds.image_shape}; pick a matching --dataset"
+            f"but {ds.name} has {ds.num_classes} of {ds.image_shape}; pick a matching --dataset (or "
+            "--image-size)"
         )
     spec = model_info(info.config.model)
     label = path.name if path.is_dir() else path.stem
@@ -131,11 +133,33 @@ def split_entries(values: list[str]) -> list[str]:
 
 
 def open_dataset(
-    dataset: str | None, entries: list[str], data_dir: str | None, *, download: bool = True
+    dataset: str | None,
+    entries: list[str],
+    data_dir: str | None,
+    *,
+    download: bool = True,
+    image_size: int | None = None,
+    passed: PassedData | None = None,
 ) -> ArrayDataset:
-    """The dataset to analyse on: ``--dataset`` if given, else the first run's own, else ``mnist5k``."""
-    run_ds, run_dir = run_dataset(entries)
-    return load_dataset(dataset or run_ds or "mnist5k", data_dir or run_dir, download=download)
+    """The dataset to analyse on: data ``passed`` in memory, else ``--dataset``, else the first run's own,
+    else ``mnist5k``. A run's own dataset is read as the run read it (its ``--image-size``, its validation
+    split and split seed); another folder gets the run's ``--image-size`` unless ``image_size`` is given."""
+    if passed is not None:
+        return passed.resident()
+    entry, run = first_run(entries) or ("", {})
+    name = dataset or run.get("dataset") or "mnist5k"
+    if is_passed(name):
+        raise ConfigError(
+            f"{entry or name} trained on data passed in memory ({name}); pass it again with data=(x, y) "
+            "(from Python: reslab.responses(..., data=...)), or choose a --dataset"
+        )
+    same = name == run.get("dataset")
+    if image_size is None and name.strip().lower().startswith("folder:"):
+        image_size = run.get("image_size")
+    return load_dataset(
+        name, data_dir or run.get("data_dir"), download=download, image_size=image_size,
+        seed=run.get("split_seed", 0) if same else 0, val_split=run.get("val_split") if same else None,
+    )  # fmt: skip
 
 
 def fixed_batch(

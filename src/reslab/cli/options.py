@@ -57,7 +57,8 @@ def add_setting_flags(
         tp, _ = unwrap_optional(hints[f.name])
         default = default_text(f) if default_text else _show(field_default(f))
         text = f.metadata["help"].replace("%", "%%")
-        kwargs: dict[str, Any] = {"help": f"{text} (default: {default})" if default else text}
+        shown = default.replace("%", "%%")
+        kwargs: dict[str, Any] = {"help": f"{text} (default: {shown})" if default else text}
         flag = flag_of(f)
         if not flag.startswith("-"):  # positional: values, commas allowed; none if the setting has a default
             metavar = f.metadata.get("metavar") or re.sub(

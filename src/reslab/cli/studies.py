@@ -45,6 +45,7 @@ _STUDIES = {
 def _compare_default(f: dataclasses.Field[Any]) -> str:
     """What a compare flag defaults to: the default preset's value, else TrainConfig's."""
     from reslab.cli.options import _show
+    from reslab.engine.config import AUTO_DEFAULTS
     from reslab.experiments import PRESETS
     from reslab.settings import field_default
 
@@ -56,12 +57,13 @@ def _compare_default(f: dataclasses.Field[Any]) -> str:
     if f.name in preset["train"]:
         return _show(preset["train"][f.name])
     value = f.metadata["train_default"] if "train_default" in f.metadata else field_default(f)
-    return _show(value)
+    return _show(value) or AUTO_DEFAULTS.get(f.name, "")
 
 
 def _ablate_default(f: dataclasses.Field[Any]) -> str:
     """What an ablate flag defaults to: the default preset's value, else TrainConfig's."""
     from reslab.cli.options import _show
+    from reslab.engine.config import AUTO_DEFAULTS
     from reslab.experiments.ablation import PRESETS
     from reslab.settings import field_default
 
@@ -71,7 +73,7 @@ def _ablate_default(f: dataclasses.Field[Any]) -> str:
     if f.name in preset["train"]:
         return _show(preset["train"][f.name])
     value = f.metadata["train_default"] if "train_default" in f.metadata else field_default(f)
-    return _show(value)
+    return _show(value) or AUTO_DEFAULTS.get(f.name, "")
 
 
 def register(sub: Any) -> None:

@@ -18,11 +18,11 @@ def _recipe_default(f: dataclasses.Field[Any]) -> str:
     """The default shown for a TrainConfig flag, and the paper recipe's value where it differs."""
     from reslab.cli.options import _show
     from reslab.engine import RECIPES
-    from reslab.engine.config import DEFAULT_EPOCHS
+    from reslab.engine.config import AUTO_DEFAULTS
     from reslab.settings import field_default
 
-    default = DEFAULT_EPOCHS if f.name == "epochs" else field_default(f)
-    text = _show(default) or "none"
+    default = field_default(f)
+    text = AUTO_DEFAULTS.get(f.name) or _show(default) or "none"
     paper = RECIPES["paper"].get(f.name, default)
     return text + (f"; --recipe paper: {_show(paper) or 'none'}" if paper != default else "")
 
@@ -46,9 +46,12 @@ def register(sub: Any) -> None:
 
     e = sub.add_parser(
         "eval",
-        help="evaluate a trained run (or weights file) on a dataset split",
-        description="Print loss, error and top-5 error. Images are normalised with the run's own statistics, "
-        "by default in the run's own precision, so the figures match the ones the run reported.",
+        help="evaluate a trained run (or weights file) on a dataset split, per class too",
+        description="Print loss, error (top-5 error above 5 classes) and the error of each class, and write "
+        "class_errors.json and confusion.png (the confusion matrix) to the run directory, whose report.html "
+        "then shows them, or to --out. Images are read as the run read its own (dataset, --image-size, "
+        "validation split) and normalised with its statistics, by default in its own precision, so the "
+        "figures match the ones the run reported.",
     )
     e.add_argument("run", metavar="RUN_DIR_OR_WEIGHTS", help="run directory or weights file")
     e.add_argument("--dataset", help="default: the dataset the run was trained on")
@@ -58,6 +61,8 @@ def register(sub: Any) -> None:
     e.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto", help="(default: auto)")
     e.add_argument("--precision", choices=("fp32", "bf16", "fp16"), help="(default: the run's own)")
     e.add_argument("--no-download", dest="download", action="store_false", help="stay offline")
+    _weights_flag(e)
+    e.add_argument("--out", metavar="DIR", help="for class_errors.json, confusion.png (default: the run)")
     e.set_defaults(func=run_eval)
 
     pr = sub.add_parser(
@@ -71,10 +76,20 @@ def register(sub: Any) -> None:
     pr.add_argument("--top-k", type=int, default=3, metavar="K", help="(default: 3)")
     pr.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="cpu", help="(default: cpu)")
     pr.add_argument("--precision", choices=("fp32", "bf16", "fp16"), help="(default: the run's own)")
+    _weights_flag(pr)
     pr.set_defaults(func=run_predict)
 
     _register_export(sub)
     _register_plot(sub)
+
+
+def _weights_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--weights",
+        choices=("last", "best"),
+        default="last",
+        help="last: the run's latest weights; best: --keep-best's best.safetensors (default: last)",
+    )
 
 
 def _register_export(sub: Any) -> None:
@@ -89,10 +104,10 @@ def _register_export(sub: Any) -> None:
     x.add_argument("run", metavar="RUN_DIR_OR_WEIGHTS")
     x.add_argument(
         "--format",
-        choices=("torch-export", "onnx", "torchscript"),
+        choices=("torch-export", "pt2", "onnx", "torchscript"),
         default="torch-export",
-        help='torch-export: torch.export ExportedProgram (.pt2); onnx (pip install "reslab[onnx]"); '
-        "torchscript: legacy, deprecated upstream (default: torch-export)",
+        help="torch-export (or pt2, its file's name): torch.export ExportedProgram (.pt2); onnx (pip "
+        'install "reslab[onnx]"); torchscript: legacy, deprecated upstream (default: torch-export)',
     )
     x.add_argument(
         "--uint8-input",
@@ -102,6 +117,7 @@ def _register_export(sub: Any) -> None:
     )
     x.add_argument("--out", metavar="FILE", help="default: model.pt2 / .onnx / .pt next to the weights")
     x.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    _weights_flag(x)
     x.set_defaults(func=run_export)
 
 
@@ -160,7 +176,8 @@ def run_eval(args: argparse.Namespace) -> int:
 
     report = evaluate(
         args.run, dataset=args.dataset, data_dir=args.data_dir, split=args.split, batch_size=args.batch_size,
-        device=args.device, precision=args.precision, download=args.download,
+        device=args.device, precision=args.precision, download=args.download, weights=args.weights,
+        out=args.out,
     )  # fmt: skip
     print(report)
     return 0
@@ -170,8 +187,9 @@ def run_predict(args: argparse.Namespace) -> int:
     from reslab.engine import predict
 
     for prediction in predict(
-        args.run, args.images, top_k=args.top_k, device=args.device, precision=args.precision
-    ):
+        args.run, args.images, top_k=args.top_k, device=args.device, precision=args.precision,
+        weights=args.weights,
+    ):  # fmt: skip
         print(prediction)
     return 0
 
@@ -179,11 +197,11 @@ def run_predict(args: argparse.Namespace) -> int:
 def run_export(args: argparse.Namespace) -> int:
     from reslab.engine import export_run
 
-    print(
-        export_run(
-            args.run, format=args.format, out=args.out, overwrite=args.overwrite, uint8_input=args.uint8_input
-        )
-    )
+    exported = export_run(
+        args.run, format=args.format, out=args.out, overwrite=args.overwrite, uint8_input=args.uint8_input,
+        weights=args.weights,
+    )  # fmt: skip
+    print(exported)
     return 0
 
 

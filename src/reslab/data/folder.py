@@ -75,16 +75,18 @@ def decode_items(
     return x, np.array([lab for _, lab in items], dtype=np.int64)
 
 
-def _probe(items: list[tuple[Path, int]]) -> tuple[tuple[int, int], str, int]:
-    """The first image's size, the common mode and the largest image's pixel count, from headers only."""
-    first_size, gray, largest = None, True, 0
+def _probe(items: list[tuple[Path, int]]) -> tuple[tuple[int, int], str, int, set[tuple[int, int]]]:
+    """The first image's size, the common mode, the largest image's pixel count and every (width, height)
+    met, from headers only."""
+    first_size, gray, largest, sizes = None, True, 0, set()
     for path, _ in items:
         size, mode = probe_image(path)
         first_size = first_size or size
         gray = gray and mode in GRAY_MODES
         largest = max(largest, size[0] * size[1])
+        sizes.add(size)
     assert first_size is not None
-    return first_size, "L" if gray else "RGB", largest
+    return first_size, "L" if gray else "RGB", largest, sizes
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,19 @@ class FolderPlan:
     crop: bool  # True: scale + center-crop (image_size given); False: stretch to the first image's size
     split: str  # how train and test were told apart
     largest: int  # pixels of the largest image (its decoding is the peak)
+    sizes: int = 1  # distinct image sizes in the folder
+    size_range: str = ""  # "60x50 to 120x96" when they differ
+
+    @property
+    def resize_note(self) -> str:
+        """One line when images of several sizes are stretched to the first one's (no image_size)."""
+        if self.crop or self.sizes <= 1:
+            return ""
+        w, h = self.size
+        return (
+            f"{self.name}: images of {self.sizes} sizes ({self.size_range}), each stretched to the first "
+            f"one's, {w}x{h}; --image-size N scales the shorter side to N and center-crops NxN instead"
+        )
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -122,6 +137,9 @@ class FolderPlan:
         out = {"format": "folder", "mode": self.mode, "split": self.split}
         if self.crop:
             out["resize"] = f"shorter side to {self.size[0]}, center crop"
+        elif self.sizes > 1:
+            out["resize"] = f"stretched to the first image's {self.size[0]}x{self.size[1]}"
+            out["note"] = self.resize_note
         return out
 
 
@@ -148,7 +166,9 @@ def plan_folder(
     if image_size is not None and not 0 < image_size <= _MAX_SIDE:
         raise DataError(f"image_size {image_size} is out of range; pick 1..{_MAX_SIDE}")
     classes, items, test = _items(root)
-    size, mode, largest = _probe(items + (test or []))
+    size, mode, largest, sizes = _probe(items + (test or []))
+    by_area = sorted(sizes, key=lambda s: (s[0] * s[1], s))
+    size_range = f"{by_area[0][0]}x{by_area[0][1]} to {by_area[-1][0]}x{by_area[-1][1]}"
     if image_size is not None:
         size = (image_size, image_size)
     if max(size) > _MAX_SIDE:
@@ -159,7 +179,10 @@ def plan_folder(
         keep, hold = stratified_fraction(np.array([lab for _, lab in items]), TEST_FRACTION, seed)
         train, test = [items[i] for i in keep], [items[i] for i in hold]
         split = f"stratified {1 - TEST_FRACTION:.0%}/{TEST_FRACTION:.0%} seed {seed}"
-    return FolderPlan(name, root, classes, train, test, mode, size, image_size is not None, split, largest)
+    return FolderPlan(
+        name, root, classes, train, test, mode, size, image_size is not None, split, largest, len(sizes),
+        size_range if len(sizes) > 1 else "",
+    )  # fmt: skip
 
 
 def load_folder(

@@ -75,7 +75,7 @@ def in_memory_dataset(
         DataError: one line naming the problem and the fix (shapes, dtypes, NaN, label range, lengths).
     """
     say = warn or (lambda m: sys.stderr.write(f"reslab: warning: {m}\n"))
-    names = list(classes) if classes is not None else _dataset_classes(train)
+    names = list(classes) if classes is not None else dataset_classes(train)
     x_tr, y_tr, form = _split(train, "train", layout)
     if test is None:
         x_te, y_te = x_tr[:0], y_tr[:0]
@@ -87,7 +87,7 @@ def in_memory_dataset(
                 "give both splits the same image shape and layout"
             )
     x_tr, x_te = to_uint8(x_tr, x_te, say)
-    names = _class_names(names, y_tr, y_te, say)
+    names = class_names(names, y_tr, y_te, say)
     meta = {"format": "in memory", "input": form}
     if test is None:
         keep, hold = stratified_fraction(y_tr, TEST_FRACTION, seed)
@@ -97,16 +97,34 @@ def in_memory_dataset(
     return to_dataset(name, (x_tr, y_tr), (x_te, y_te), names, augment=augment, source="memory", meta=meta)
 
 
+def labelled_images(
+    data: Any, *, classes: Sequence[str], layout: Layout = "auto", warn: Warn | None = None
+) -> tuple[Any, Any]:
+    """One split of in-memory data (``(images, labels)`` or a Dataset, as :func:`in_memory_dataset` takes)
+    as uint8 ``(N, C, H, W)`` and int64 ``(N,)`` tensors, its labels checked against ``classes``; what a
+    trained run is evaluated on."""
+    import torch
+
+    say = warn or (lambda m: sys.stderr.write(f"reslab: warning: {m}\n"))
+    x, y, _ = _split(data, "evaluation", layout)
+    x, _ = to_uint8(x, x[:0], say)
+    if y.max() >= len(classes):
+        raise DataError(
+            f"a label is {y.max()} but the run has {len(classes)} classes (0..{len(classes) - 1})"
+        )
+    return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y)
+
+
 # --- one split: images and labels as numpy arrays -----------------------------------------------------------
 
 
 def _split(data: Any, split: str, layout: Layout) -> tuple[np.ndarray, np.ndarray, str]:
     """(images (N, C, H, W) in their own dtype, labels (N,) int64, a description of the input form)."""
-    if isinstance(data, tuple | list) and len(data) == 2 and not _is_dataset(data):
+    if isinstance(data, tuple | list) and len(data) == 2 and not is_dataset(data):
         x, y = _array(data[0], f"{split} images"), _array(data[1], f"{split} labels")
         form = f"{type(data[0]).__module__.split('.')[0]} {x.dtype} {tuple(x.shape)}"
         images = _nchw(x, split, layout)
-    elif _is_dataset(data):
+    elif is_dataset(data):
         images, y = _from_dataset(data, split)
         form = f"torch Dataset {type(data).__name__} of {len(images)} (image, label) pairs"
     else:
@@ -114,7 +132,7 @@ def _split(data: Any, split: str, layout: Layout) -> tuple[np.ndarray, np.ndarra
             f"{split} data is a {type(data).__name__}; pass (images, labels) as numpy arrays or torch "
             "tensors, or a torch.utils.data.Dataset of (image, label) pairs"
         )
-    labels = _labels(y, split)
+    labels = labels_array(y, split)
     if len(images) != len(labels):
         raise DataError(
             f"{split} split has {len(images)} images but {len(labels)} labels; pass one label per image"
@@ -124,7 +142,7 @@ def _split(data: Any, split: str, layout: Layout) -> tuple[np.ndarray, np.ndarra
     return images, labels, form
 
 
-def _is_dataset(data: Any) -> bool:
+def is_dataset(data: Any) -> bool:
     import torch.utils.data
 
     return isinstance(data, torch.utils.data.Dataset)
@@ -162,7 +180,7 @@ def _nchw(x: np.ndarray, split: str, layout: Layout) -> np.ndarray:
     return x if layout == "NCHW" else x.transpose(0, 3, 1, 2)
 
 
-def _labels(y: Any, split: str) -> np.ndarray:
+def labels_array(y: Any, split: str) -> np.ndarray:
     """Class indices (N,) int64 from (N,) or (N, 1) integers, bools or integral floats."""
     y = _array(y, f"{split} labels")
     if y.ndim == 2 and y.shape[1] == 1:
@@ -203,7 +221,7 @@ def _from_dataset(ds: Any, split: str) -> tuple[np.ndarray, np.ndarray]:
             raise DataError(
                 f"{split} Dataset item {i} is not an (image, label) pair; make it yield two values"
             )
-        image = _item_image(item[0], split, i)
+        image = item_image(item[0], split, i)
         if images and image.shape != images[0].shape:
             raise DataError(
                 f"{split} Dataset image {i} is {_chw(image[None])} but image 0 is {_chw(images[0][None])}; "
@@ -214,13 +232,13 @@ def _from_dataset(ds: Any, split: str) -> tuple[np.ndarray, np.ndarray]:
                 2 * n * image.nbytes, what=f"{split} Dataset of {n} images", fix="use smaller images"
             )
         images.append(image)
-        labels.append(_scalar(item[1], split, i))
+        labels.append(item_label(item[1], split, i))
     if not images:
         raise DataError(f"{split} Dataset is empty; pass at least one image")
     return np.stack(images), np.array(labels)
 
 
-def _item_image(image: Any, split: str, i: int) -> np.ndarray:
+def item_image(image: Any, split: str, i: int) -> np.ndarray:
     """One image as (C, H, W): tensors are CHW (or HW), PIL images and HWC arrays are transposed."""
     import torch
 
@@ -245,15 +263,15 @@ def _item_image(image: Any, split: str, i: int) -> np.ndarray:
     return arr if chw else arr.transpose(2, 0, 1)
 
 
-def _scalar(label: Any, split: str, i: int) -> Any:
+def item_label(label: Any, split: str, i: int) -> Any:
     value = label.item() if hasattr(label, "item") else label
     if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
         raise DataError(f"{split} Dataset label {i} is {label!r}; yield a class index (an integer)")
     return value
 
 
-def _dataset_classes(data: Any) -> list[str] | None:
-    names = getattr(data, "classes", None) if _is_dataset(data) else None
+def dataset_classes(data: Any) -> list[str] | None:
+    names = getattr(data, "classes", None) if is_dataset(data) else None
     return [str(c) for c in names] if isinstance(names, list | tuple) and names else None
 
 
@@ -279,17 +297,7 @@ def to_uint8(train: np.ndarray, test: np.ndarray, warn: Warn) -> tuple[np.ndarra
         if lo < 0 or hi > 255 or (test.size and (test.min() < 0 or test.max() > 255)):
             raise DataError("integer images must lie in 0..255; scale them to 0..255 or pass floats")
         return train.astype(np.uint8), test.astype(np.uint8)
-    if lo >= 0 and hi <= 1:
-        scale, shift = 255.0, 0.0
-    elif lo >= 0 and hi <= 255:
-        scale, shift = 1.0, 0.0
-    else:
-        scale = 255.0 / (hi - lo) if hi > lo else 1.0
-        shift = -lo * scale
-        warn(
-            f"float images span [{lo:.4g}, {hi:.4g}], not [0, 1] or [0, 255]: mapped linearly onto 0..255 "
-            "for the uint8 loaders (per-channel normalisation undoes the map; only 8-bit rounding is lost)"
-        )
+    scale, shift = pixel_map(lo, hi, warn)
     out, step = [], 0.0
     for x, split in ((train, "train"), (test, "test")):
         converted, clipped, worst = _scaled(x, scale, shift)
@@ -300,6 +308,21 @@ def to_uint8(train: np.ndarray, test: np.ndarray, warn: Warn) -> tuple[np.ndarra
     if step > 1e-3:
         warn(f"float images stored as 8-bit for the loaders: rounded by up to {step / 255:.2%} of the range")
     return out[0], out[1]
+
+
+def pixel_map(lo: float, hi: float, warn: Warn) -> tuple[float, float]:
+    """``(scale, shift)`` taking float pixel values of the training split's range ``[lo, hi]`` onto 0..255
+    (``x * scale + shift``): the rule of the module's docstring."""
+    if lo >= 0 and hi <= 1:
+        return 255.0, 0.0
+    if lo >= 0 and hi <= 255:
+        return 1.0, 0.0
+    scale = 255.0 / (hi - lo) if hi > lo else 1.0
+    warn(
+        f"float images span [{lo:.4g}, {hi:.4g}], not [0, 1] or [0, 255]: mapped linearly onto 0..255 "
+        "for the uint8 loaders (per-channel normalisation undoes the map; only 8-bit rounding is lost)"
+    )
+    return scale, -lo * scale
 
 
 def _scaled(x: np.ndarray, scale: float, shift: float) -> tuple[np.ndarray, bool, float]:
@@ -317,7 +340,7 @@ def _scaled(x: np.ndarray, scale: float, shift: float) -> tuple[np.ndarray, bool
     return out, clipped, worst
 
 
-def _class_names(names: list[str] | None, y_train: np.ndarray, y_test: np.ndarray, warn: Warn) -> list[str]:
+def class_names(names: list[str] | None, y_train: np.ndarray, y_test: np.ndarray, warn: Warn) -> list[str]:
     top = int(max(y_train.max(), y_test.max() if y_test.size else 0))
     if names is None:
         names = [str(k) for k in range(top + 1)]

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
@@ -49,11 +50,33 @@ class FolderImages(Dataset[tuple[torch.Tensor, int]]):
         """(C, H, W) of every decoded image."""
         return (1 if self.mode == "L" else 3, self.size[1], self.size[0])
 
+    @property
+    def labels(self) -> np.ndarray:
+        """(N,) int64 labels, in order: what a held-out split is stratified by."""
+        return np.array([lab for _, lab in self.items], dtype=np.int64)
+
+    def subset(self, positions: Sequence[int] | np.ndarray) -> FolderImages:
+        """The items at ``positions`` (a held-out split, a sample for the statistics)."""
+        return FolderImages([self.items[int(i)] for i in positions], self.size, self.mode, crop=self.crop)
+
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         path, label = self.items[i]
         arr = read_image(path, mode=self.mode, size=self.size, crop=self.crop)  # (H, W) or (H, W, 3)
         chw = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)  # (C, H, W)
         return torch.from_numpy(chw.copy()), label
+
+
+class Images(Protocol):
+    """What a StreamLoader reads: item i as ``(uint8 (C, H, W), label)``, the shape, the labels, subsets
+    (:class:`FolderImages`, and :class:`reslab.data.passed.DatasetImages` for a torch Dataset)."""
+
+    def __len__(self) -> int: ...
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]: ...
+    @property
+    def shape(self) -> tuple[int, int, int]: ...
+    @property
+    def labels(self) -> np.ndarray: ...
+    def subset(self, positions: np.ndarray) -> Images: ...
 
 
 class _Batches(Sampler[list[int]]):
@@ -72,13 +95,14 @@ class _Batches(Sampler[list[int]]):
 class StreamLoader(Batching):
     """Batches of a split decoded from disk. Yields ``(x float (B, C, H, W), y int64 (B,))`` on ``device``.
 
-    Arguments as :class:`~reslab.data.loader.DeviceLoader`, with the images as a :class:`FolderImages`;
+    Arguments as :class:`~reslab.data.loader.DeviceLoader`, with the images as :class:`Images` (a folder's or
+    a torch Dataset's);
     ``workers`` decoding processes (0: decode in this process), each ``prefetch`` batches ahead.
     """
 
     def __init__(
         self,
-        images: FolderImages,
+        images: Images,
         *,
         batch_size: int,
         norm: Normalization,

@@ -1,7 +1,8 @@
 """``export_run``: a trained run as a model file for deployment: torch.export (``.pt2``), ONNX or TorchScript.
 
-- ``torch-export`` (the default): an ``ExportedProgram`` saved with ``torch.export.save``; load it in plain
-  PyTorch with ``torch.export.load(path).module()``. The batch dimension is dynamic.
+- ``torch-export`` (the default; ``pt2`` is the same format by its file's name): an ``ExportedProgram`` saved
+  with ``torch.export.save``; load it in plain PyTorch with ``torch.export.load(path).module()``. The batch
+  dimension is dynamic, and its outputs do not require grad (the weights are exported frozen).
 - ``onnx``: one self-contained ``.onnx`` file (``pip install "reslab[onnx]"``), for onnxruntime & co.
 - ``torchscript``: legacy (TorchScript is deprecated upstream), for C++/mobile runtimes that still load it.
 
@@ -36,6 +37,7 @@ from reslab.errors import ConfigError
 from reslab.files import write_atomic
 
 FORMATS = ("torch-export", "onnx", "torchscript")
+FORMAT_ALIASES = {"pt2": "torch-export"}  # the name of the file torch.export writes
 SUFFIXES = {"torch-export": ".pt2", "onnx": ".onnx", "torchscript": ".pt"}
 ONNX_HINT = 'ONNX export needs the optional onnx and onnxscript packages: pip install "reslab[onnx]"'
 EXAMPLE_BATCH = 2  # torch.export specialises a dimension whose example size is 0 or 1: keep batch dynamic
@@ -165,24 +167,33 @@ def export_run(
     out: str | Path | None = None,
     overwrite: bool = False,
     uint8_input: bool = False,
+    weights: str | None = None,
 ) -> Exported:
-    """Write ``run``'s model as ``format`` to ``out`` (default: model.pt2 / .onnx / .pt beside the weights).
+    """Write ``run``'s model as ``format`` to ``out`` (default: model.pt2 / .onnx / .pt beside the weights;
+    best.pt2 ... for ``weights="best"``).
 
     Args:
         run: a run directory, or a weights file with a config beside it.
-        format: ``torch-export`` (``.pt2``), ``onnx`` or ``torchscript`` (legacy).
+        format: ``torch-export`` or ``pt2`` (``.pt2``), ``onnx`` or ``torchscript`` (legacy).
         uint8_input: bake the run's normalisation into the graph, which then takes raw uint8 images.
+        weights: ``last`` (default: the run's latest) or ``best`` (``--keep-best``'s best.safetensors).
 
     Raises:
         ConfigError: unknown format, ONNX packages missing, the file exists (without ``overwrite``) or its
             folder does not.
     """
+    from reslab.engine.store.best import select_weights
+
+    format = FORMAT_ALIASES.get(format, format)
     if format not in FORMATS:
-        raise ConfigError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
+        names = ", ".join((*FORMATS, *FORMAT_ALIASES))
+        raise ConfigError(f"unknown export format {format!r}; choose one of {names}")
     if format == "onnx" and importlib.util.find_spec("onnx") is None:
         raise ConfigError(ONNX_HINT)
-    model, info = load_run(run, device="cpu")
-    target = Path(out) if out else info.weights.parent / f"model{SUFFIXES[format]}"
+    model, info = load_run(select_weights(run, weights), device="cpu")
+    model.requires_grad_(False)  # a deployed model is not trained: its outputs need no autograd graph
+    stem = info.weights.stem if info.weights.stem == "best" else "model"
+    target = Path(out) if out else info.weights.parent / f"{stem}{SUFFIXES[format]}"
     _refuse_run_file(target)
     if target.exists() and not overwrite:
         raise ConfigError(f"{target} already exists; use --overwrite or another --out")

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from reslab.data.loader import DeviceLoader
+from reslab.data.passed import passed_data
 from reslab.engine import graphs
 from reslab.engine.config import TrainConfig
 from reslab.engine.data import load_data
@@ -31,9 +32,11 @@ from reslab.engine.loggers import check_logger_paths, open_loggers
 from reslab.engine.net import build_net
 from reslab.engine.optim import AdaptiveWarmup, checkpoint_state, lr_at, make_plan, make_sgd, trainable
 from reslab.engine.progress import Progress
+from reslab.engine.sizing import auto_epochs, length_notes
 from reslab.engine.specs import RunSpecs, resolve
 from reslab.engine.step import Interval, NonFiniteStep, StepState
 from reslab.engine.store import rundir
+from reslab.engine.store.best import BestWeights, warn_line
 from reslab.engine.store.checkpoint import (
     list_checkpoints,
     load_latest_checkpoint,
@@ -51,6 +54,8 @@ def train(
     cfg: TrainConfig | None = None,
     /,
     *,
+    data: Any = None,
+    test_data: Any = None,
     callback: Callback | None = None,
     runtime: Runtime | None = None,
     **settings: Any,
@@ -60,8 +65,10 @@ def train(
     ``train(TrainConfig(model="resnet56", epochs=3))`` or ``train(model="resnet56", epochs=3)``: settings
     given as keywords override ``cfg``'s. With ``resume`` set, the run's saved settings are the base and the
     settings given (not at their defaults) are changes (see :mod:`reslab.engine.store.resume`).
-    ``callback(metrics)`` is called at each evaluation point with the dict appended to ``metrics.jsonl``
-    (plus ``total_iterations``).
+    ``data=(x_train, y_train)`` and ``test_data=(x_test, y_test)`` (numpy arrays or tensors) or
+    ``data=torch_dataset`` train on data in memory instead of ``cfg.dataset`` (recorded as ``memory:<name>``;
+    a resume needs it passed again): see :mod:`reslab.data.passed`. ``callback(metrics)`` is called at each
+    evaluation point with the dict appended to ``metrics.jsonl`` (plus ``total_iterations``).
 
     Raises ConfigError / DataError / CheckpointError on bad input (exit 2), TrainingError on NaN
     (DivergedError) or out of memory (exit 3), and KeyboardInterrupt after saving a checkpoint on Ctrl-C.
@@ -69,7 +76,7 @@ def train(
     if settings or cfg is None:  # types checked at the edge: one line for train(lr="0.1"), train("resnet8")
         cfg = api_config(TrainConfig, cfg, settings, "train()")
     require_config(cfg, TrainConfig, "train()")
-    specs = resolve(cfg)
+    specs = resolve(cfg, passed=passed_data(data, test_data))
     if runtime is None and distributed.launched_by_torchrun():  # a torchrun worker: join the group first
         with distributed.session(specs.runtime) as rt:
             return _Run(specs, rt, callback).execute()
@@ -86,7 +93,7 @@ class _Run:
         depth = model_info(specs.net.model).depth  # ConfigError for an unknown model, before any loading
         seed_everything(specs.data.seed)
         # 1) everything that can be refused is checked before the run directory is touched
-        self.data = load_data(specs.data, rt)
+        self.specs = specs = self._load_data(specs)
         net = build_net(
             specs.net, rt, num_classes=len(self.data.classes), input_shape=self.data.image_shape,
             world_size=rt.world_size,
@@ -104,13 +111,15 @@ class _Run:
         # 3) the position and its figures (a restore moves them), the display
         self.it, self.seconds_before, self.interval = 0, 0.0, Interval.zeros(rt.device)
         self.history: list[dict[str, Any]] = []
-        self.notes = [*specs.notes, *net.notes, *self.plan.notes(specs.optim)]
+        self.notes = [*specs.notes, *self.data.notes, *net.notes, *self.plan.notes(specs.optim)]
         self.notes += [self.graphs.note] if self.graphs.note and rt.is_main else []
         self.started = time.perf_counter()
         # 4) the run directory: its lock, then the checkpoint, config.json and the loggers
         self.exit = contextlib.ExitStack()  # the run directory's lock, released when the session ends
         try:
             self.run_dir = self._open_run_dir()
+            keep = self.data.eval_best is not None  # --keep-best
+            self.best = BestWeights(self.run_dir, is_main=rt.is_main) if keep else None
             if specs.output.resume is not None:
                 self._restore()
             if rt.is_main:
@@ -151,6 +160,22 @@ class _Run:
         )
         return state, graphs.make_stepper(state, self.graphs, warn=lambda line: self._say(line))
 
+    def _load_data(self, specs: RunSpecs) -> RunSpecs:
+        """The splits on the device; ``specs`` with the batch and length the data calls for where the user
+        left them unset (the small-data rule, :mod:`reslab.engine.sizing`), its lines in the data's notes."""
+        self.data = load_data(specs.data, self.rt, specs.passed)
+        steps, optim = len(self.data.train), specs.optim
+        if specs.net.resumed:  # the run's own batch and length, as config.json recorded them
+            return specs.sized(batch_size=self.data.batch_size, epochs=optim.epochs)
+        epochs = auto_epochs(steps, epochs=optim.epochs, iterations=optim.iterations)
+        sized = specs.sized(batch_size=self.data.batch_size, epochs=epochs)
+        total = sized.optim.run_length(steps)
+        scratch = specs.net.init_from is None
+        self.data.notes += length_notes(
+            steps, total, epochs=epochs, adapted=epochs != optim.epochs, from_scratch=scratch
+        )  # fmt: skip
+        return sized
+
     def _open_run_dir(self) -> Path:
         """Create (or reopen) the run directory and take its lock: one writer per run (rank 0 only)."""
         out, what = self.specs.output, {"model": self.specs.net.model, "dataset": self.specs.data.dataset}
@@ -184,6 +209,8 @@ class _Run:
                 self.interval = Interval.from_state(state["interval"], self.rt.device)
             self.warmup = AdaptiveWarmup.from_state(state.get("warmup"), self.warmup.until_error)
             self.plan = self.warmup.resumed(self.plan)
+            if self.best is not None:
+                self.best.restore(state.get("best"), self.it, self.model, warn_line)
         except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise CheckpointError(f"checkpoint {ckpt} does not fit this run: {first}") from None
@@ -210,6 +237,7 @@ class _Run:
         meta = run_metadata(
             saved, classes=d.classes, input_shape=d.image_shape, norm=d.norm, augment=d.augment,
             source=d.source, runtime=runtime_info, params=sum(p.numel() for p in self.model.parameters()),
+            fingerprint=d.fingerprint,
         )  # fmt: skip
         rundir.atomic_write_json(self.run_dir / rundir.CONFIG, meta)
 
@@ -236,6 +264,7 @@ class _Run:
                     "last": (self.history or [None])[-1],
                 }
                 rundir.atomic_write_bytes(self.run_dir / rundir.DIVERGED, rundir.strict_json(record).encode())
+                self._report()
             raise diverged from None
         except (RuntimeError, MemoryError) as err:  # torch.OutOfMemoryError is a RuntimeError
             if not is_out_of_memory(err):
@@ -313,6 +342,9 @@ class _Run:
         }
         if self.plan.warmup == "adaptive":  # the step count at which the warm-up ended (None: not yet)
             metrics["warmup_ended_at"] = self.warmup.ended_at
+        if self.best is not None and self.data.eval_best is not None:  # --keep-best: held-out training images
+            held = self._evaluate(self.data.eval_best)
+            metrics.update(self.best.observe(self.it, held.loss, held.error))
         self.interval.reset()  # in place: a captured step adds into these tensors
         self.history.append(metrics)
         if self.rt.is_main:
@@ -321,6 +353,8 @@ class _Run:
             rundir.append_jsonl(self.run_dir / rundir.METRICS, metrics)
             self.loggers.log(metrics)  # --logger: tensorboard, csv, wandb
         self._checkpoint()
+        if self.best is not None:
+            self.best.save(self.model)  # after the checkpoint: see reslab.engine.store.best
         self.progress.log(metrics)
         if self.callback is not None:
             self.callback({**metrics, "total_iterations": self.total})
@@ -343,6 +377,7 @@ class _Run:
             "rng": rng_state(self.rt.device),
             "interval": self.interval.to_state(),
             "warmup": self.warmup.to_state(),
+            "best": self.best.to_state() if self.best is not None else None,
         }
         save_checkpoint(self.run_dir, self.it, weights_bytes(self.model), state)
 
@@ -379,6 +414,7 @@ class _Run:
     def _finish(self) -> RunResult:
         """The paper's training error: eval mode on the whole train split (Fig. 1 and 6); summary.json."""
         train, test = self._evaluate(self.data.eval_train), self._evaluate(self.data.eval_test)
+        held = self.data.eval_best
         result = RunResult(
             run_dir=self.run_dir,
             model=self.specs.net.model,
@@ -393,6 +429,8 @@ class _Run:
             iterations=self.it,
             epochs=round(self.it / self.steps_per_epoch, 4),
             history=self.history,
+            num_classes=len(self.data.classes),
+            best=self.best.summary(held.n) if self.best is not None and held is not None else None,
         )
         if self.rt.is_main:
             summary = {k: v for k, v in dataclasses.asdict(result).items() if k != "history"}
@@ -400,4 +438,16 @@ class _Run:
             summary.update(channels_last=self.rt.channels_last, compile=self.specs.runtime.compile)
             summary.update(step=self.graphs.kind)
             rundir.atomic_write_json(self.run_dir / rundir.SUMMARY, summary)
+            self._report()
         return result
+
+    def _report(self) -> None:
+        """report.html beside the run (reslab.reports); a page that cannot be drawn costs a warning only."""
+        from reslab.errors import ReslabError
+        from reslab.reports import write_run_report
+
+        try:
+            write_run_report(self.run_dir)
+        except (ReslabError, OSError, ValueError, RuntimeError) as err:
+            first = str(err).splitlines()[0] if str(err) else type(err).__name__
+            warn_line(f"report.html not written: {first}")

@@ -38,8 +38,9 @@ TIGHT = 0.5  # a CPU run whose estimate exceeds this share of free memory trades
 _EVAL_ONLY: dict[type, type] = {}
 
 
-def load_init(model: nn.Module, source: str | None) -> list[str]:
-    """Copy the weights of ``source`` into ``model``; returns the lines to print at the start."""
+def load_init(model: nn.Module, source: str | None, input_shape: tuple[int, ...] = ()) -> list[str]:
+    """Copy the weights of ``source`` into ``model``; returns the lines to print at the start (with one when
+    a reslab run was trained on images of another size than ``input_shape``)."""
     if source is None:
         return []
     from reslab.models import load_weights
@@ -47,7 +48,32 @@ def load_init(model: nn.Module, source: str | None) -> list[str]:
     heads: list[str] = []
     report = load_weights(model, source, warn=heads.append)
     line = f"init from {source}: {report.loaded} tensors loaded ({report.info.describe()})"
+    trained = _trained_shape(source)
+    if trained is not None and input_shape and trained != tuple(input_shape):
+        was, now = ("x".join(map(str, s)) for s in (trained, input_shape))
+        heads.append(
+            f"{source} was trained on {was} images, this run's are {now}: its weights start at another "
+            "resolution (--image-size N sets this run's)"
+        )
     return [line, *(f"warning: {m}" for m in heads)]
+
+
+def _trained_shape(source: str) -> tuple[int, ...] | None:
+    """(C, H, W) a reslab run (directory, or weights file beside its config.json) was trained on."""
+    from pathlib import Path
+
+    from reslab.engine.store.rundir import CONFIG
+    from reslab.engine.store.runs import read_run_config
+    from reslab.errors import CheckpointError
+
+    path = Path(source).expanduser()
+    config = path / CONFIG if path.is_dir() else path.parent / CONFIG
+    if not config.is_file():
+        return None
+    try:
+        return tuple(read_run_config(config)["data"]["input_shape"])
+    except CheckpointError:
+        return None
 
 
 def _eval_only(cls: type) -> type:
@@ -139,7 +165,7 @@ def build_net(
     model = model.to(
         rt.device, memory_format=torch.channels_last if rt.channels_last else torch.preserve_format
     )
-    notes = [] if spec.resumed else load_init(model, spec.init_from)  # before the optimizer, DDP, compile
+    notes = [] if spec.resumed else load_init(model, spec.init_from, input_shape)  # before optimizer, DDP
     frozen = freeze(model, spec.freeze)
     if frozen:
         notes.append(describe_freeze(model, frozen))

@@ -19,8 +19,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from reslab.engine.config import DEFAULT_EPOCHS, TrainConfig
+from reslab.data.passed import PREFIX, PassedData, is_passed
+from reslab.engine.config import DEFAULT_BATCH, DEFAULT_EPOCHS, TrainConfig
 from reslab.errors import ConfigError
+from reslab.settings import field_default, fields_of
 
 
 @dataclass(frozen=True)
@@ -36,10 +38,15 @@ class DataSpec:
     normalize: str  # channel | pixel
     augment: str  # auto | none | crop | crop_flip
     batch_size: int  # global batch, split over processes
+    batch_auto: bool  # left at its default in a new run: the small-data rule may lower it (engine.sizing)
+    resumed: bool  # a resumed run: its batch and splits are the run's own, said when it started
     seed: int  # the epoch order and the augmentation
     memory_gib: float | None  # a decoded folder larger than this streams from disk
     workers: int | None  # decoding processes when a folder streams
     announce: bool  # say so in one line when the data streams
+    keep_best: bool  # hold out training images to choose the best weights by (--keep-best)
+    best_split: int | None  # how many; None: BEST_FRACTION of the training split
+    fingerprint: str | None = None  # resuming a run on data passed in memory: the data it trained on
 
 
 @dataclass(frozen=True)
@@ -123,10 +130,23 @@ class RunSpecs:
     output: OutputSpec
     runtime: RuntimeSpec
     notes: tuple[str, ...] = ()  # a resume's changes, to show at the start
+    passed: PassedData | None = None  # data passed to train(data=...): the run's dataset is memory:<name>
+
+    def sized(self, *, batch_size: int, epochs: int | None) -> RunSpecs:
+        """These specs with the batch and length the data called for (:mod:`reslab.engine.sizing`), in every
+        spec that holds them and in the config that config.json records."""
+        cfg = dataclasses.replace(self.config, batch_size=batch_size, epochs=epochs)
+        return dataclasses.replace(
+            self, config=cfg, data=dataclasses.replace(self.data, batch_size=batch_size),
+            net=dataclasses.replace(self.net, batch_size=batch_size),
+            optim=dataclasses.replace(self.optim, epochs=epochs),
+            runtime=dataclasses.replace(self.runtime, batch_size=batch_size),
+        )  # fmt: skip
 
 
-def resolve(cfg: TrainConfig) -> RunSpecs:
-    """Validate ``cfg``, apply ``--resume`` and ``--init-from``'s build keywords, and split it into specs.
+def resolve(cfg: TrainConfig, *, passed: PassedData | None = None) -> RunSpecs:
+    """Validate ``cfg``, apply ``--resume``, the data ``passed`` in memory and ``--init-from``'s build
+    keywords and image size, and split it into specs.
 
     Raises ConfigError (bad or contradictory settings, a resume that changes a frozen setting) and
     CheckpointError (an unreadable ``--init-from`` source), each one line.
@@ -135,12 +155,16 @@ def resolve(cfg: TrainConfig) -> RunSpecs:
 
     cfg = dataclasses.replace(cfg).validate()
     notes: list[str] = []
+    trained_on = None
     if cfg.resume is not None:
-        cfg, _, notes = resume_settings(cfg)
+        cfg, saved, notes = resume_settings(cfg)
+        trained_on = (saved.get("data") or {}).get("fingerprint")
+    cfg, passed = with_passed(cfg, passed)
+    cfg, size_notes = with_init_image_size(cfg)
     cfg = with_init_kwargs(cfg)
     return RunSpecs(
         config=cfg,
-        data=data_spec(cfg),
+        data=dataclasses.replace(data_spec(cfg), fingerprint=trained_on),
         net=NetSpec(
             model=cfg.model,
             model_kwargs=dict(cfg.model_kwargs),
@@ -148,7 +172,7 @@ def resolve(cfg: TrainConfig) -> RunSpecs:
             init_from=cfg.init_from,
             resumed=cfg.resume is not None,
             freeze=cfg.freeze,
-            batch_size=cfg.batch_size,
+            batch_size=cfg.batch_size or DEFAULT_BATCH,
         ),
         optim=optim_spec(cfg),
         output=OutputSpec(
@@ -160,17 +184,74 @@ def resolve(cfg: TrainConfig) -> RunSpecs:
             logger=tuple(cfg.logger),
         ),
         runtime=runtime_spec(cfg),
-        notes=tuple(notes),
+        notes=(*notes, *size_notes),
+        passed=passed,
     )
+
+
+def with_passed(cfg: TrainConfig, passed: PassedData | None) -> tuple[TrainConfig, PassedData | None]:
+    """``cfg`` with data passed in memory as its dataset, ``memory:<name>`` (``dataset="memory:NAME"`` names
+    it); checked both ways: a ``memory:`` dataset needs the data, and the data needs no other dataset. For a
+    resumed run, call it on the run's own settings (after :func:`~.store.resume.resume_settings`)."""
+    memory = is_passed(cfg.dataset)
+    if cfg.resume is not None and memory != (passed is not None):
+        if memory:
+            raise ConfigError(
+                f"--resume {cfg.resume}: the run trained on data passed in memory ({cfg.dataset}); resume it "
+                "from Python with the same data: reslab.train(resume=RUN, data=(x, y), test_data=...)"
+            )
+        raise ConfigError(f"--resume {cfg.resume}: the run trained on {cfg.dataset}; drop data=")
+    if passed is None:
+        if memory:
+            raise ConfigError(
+                f"--dataset {cfg.dataset} names data passed in memory: pass it with reslab.train(..., "
+                "data=(x, y)) (the command line cannot), or choose another --dataset"
+            )
+        return cfg, None
+    if memory:
+        return cfg, passed.renamed(cfg.dataset.strip()[len(PREFIX) :])
+    if cfg.dataset != field_default(next(f for f in fields_of(TrainConfig) if f.name == "dataset")):
+        raise ConfigError(
+            f"data= and dataset={cfg.dataset!r} both name the training data; drop dataset= (or name the "
+            "data with dataset='memory:NAME')"
+        )
+    return dataclasses.replace(cfg, dataset=passed.dataset), passed
+
+
+def with_init_image_size(cfg: TrainConfig) -> tuple[TrainConfig, list[str]]:
+    """A new run on a folder from ``--init-from RUN`` trained with ``--image-size N``, and no ``--image-size``
+    of its own, takes N (the weights were learned at NxN), and says so in one line."""
+    if cfg.init_from is None or cfg.resume is not None or cfg.image_size is not None:
+        return cfg, []
+    if not cfg.dataset.strip().lower().startswith("folder:"):
+        return cfg, []
+    from pathlib import Path
+
+    from reslab.engine.store.rundir import CONFIG
+    from reslab.engine.store.runs import read_run_config
+
+    run = Path(cfg.init_from).expanduser()
+    if not (run / CONFIG).is_file():
+        return cfg, []
+    size = read_run_config(run / CONFIG)["config"].get("image_size")
+    if not isinstance(size, int) or isinstance(size, bool):
+        return cfg, []
+    note = (
+        f"--init-from {cfg.init_from} was trained with --image-size {size}: this run takes it too "
+        "(--image-size sets another)"
+    )
+    return dataclasses.replace(cfg, image_size=size), [note]
 
 
 def data_spec(cfg: TrainConfig) -> DataSpec:
     """The data part of ``cfg``."""
+    resumed = cfg.resume is not None
     return DataSpec(
         dataset=cfg.dataset, data_dir=cfg.data_dir, download=cfg.download, val_split=cfg.val_split,
         split_seed=cfg.split_seed, image_size=cfg.image_size, normalize=cfg.normalize, augment=cfg.augment,
-        batch_size=cfg.batch_size, seed=cfg.seed, memory_gib=cfg.data_memory_gib, workers=cfg.data_workers,
-        announce=cfg.progress != "off",
+        batch_size=cfg.batch_size or DEFAULT_BATCH, batch_auto=not resumed and cfg.batch_size is None,
+        resumed=resumed, seed=cfg.seed, memory_gib=cfg.data_memory_gib, workers=cfg.data_workers,
+        announce=cfg.progress != "off", keep_best=cfg.keep_best, best_split=cfg.best_split,
     )  # fmt: skip
 
 
@@ -191,7 +272,7 @@ def runtime_spec(cfg: TrainConfig) -> RuntimeSpec:
     return RuntimeSpec(
         device=cfg.device, precision=cfg.precision, channels_last=cfg.channels_last, compile=cfg.compile,
         cuda_graphs=cfg.cuda_graphs, num_threads=cfg.num_threads, sync_bn=cfg.sync_bn,
-        dist_timeout_s=cfg.dist_timeout_s, batch_size=cfg.batch_size,
+        dist_timeout_s=cfg.dist_timeout_s, batch_size=cfg.batch_size or DEFAULT_BATCH,
     )  # fmt: skip
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
+from reslab.data.passed import PassedData, passed_data
 from reslab.engine import TrainConfig
 from reslab.errors import ConfigError
 from reslab.evidence import ONE_SEED, separate
@@ -311,6 +312,8 @@ def ablate(
     cfg: AblateConfig | None = None,
     /,
     *,
+    data: Any = None,
+    test_data: Any = None,
     on_run: OnRun | None = None,
     stream: TextIO | None = None,
     **settings: Any,
@@ -318,24 +321,32 @@ def ablate(
     """Run (or finish) the ablation sweep and write its outputs to ``cfg.out``.
 
     ``ablate(AblateConfig(variants=("identity", "scaling")))`` or ``ablate(depth=56, seeds=2)``. ``on_run``,
-    ``stream``, progress, Ctrl-C and resume behave as in :func:`~reslab.experiments.compare`.
+    ``stream``, progress, Ctrl-C, resume and ``data=`` / ``test_data=`` behave as in
+    :func:`~reslab.experiments.compare`.
     """
     started = time.perf_counter()
-    resolved = api_config(AblateConfig, cfg, settings, "ablate()").resolve()  # types checked at the edge
-    return in_sweep_folder(
-        resolved, stream, "ablate sweep", lambda out, say: _sweep(resolved, out, say, on_run, started)
-    )
+    given = api_config(AblateConfig, cfg, settings, "ablate()")  # types checked at the edge
+    given, passed = given.on_passed(passed_data(data, test_data))
+    resolved = given.resolve().in_process(passed)
+
+    def body(out: Path, say: Say) -> Any:
+        return _sweep(resolved, out, say, on_run, started, passed)
+
+    return in_sweep_folder(resolved, stream, "ablate sweep", body)
 
 
-def _sweep(cfg: AblateConfig, out: Path, say: Say, on_run: OnRun | None, started: float) -> AblateResult:
-    check_sweep_file(out, cfg.settings(), SWEEP_FILE)
+def _sweep(
+    cfg: AblateConfig, out: Path, say: Say, on_run: OnRun | None, started: float, passed: PassedData | None
+) -> AblateResult:
+    check_sweep_file(out, {**cfg.settings(), **cfg.passed_settings(passed)}, SWEEP_FILE)
     jobs = ablate_runs(cfg)
     what = f"{cfg.model}, {len(cfg.variant_names)} variants x {cfg.seeds} seed(s)"
-    devices, estimate = plan_sweep(cfg, jobs, key=lambda job: job.kind)  # one probe per variant
+    # one probe per variant; data passed in memory trains in this process, and no probe reaches it
+    devices, estimate = (None, "") if passed is not None else plan_sweep(cfg, jobs, key=lambda job: job.kind)
     say(f"ablate: {len(jobs)} runs ({what}) on {cfg.dataset} in {out}{estimate}")
     records = run_jobs(
         jobs, say=say, cost=lambda _job: 1.0, devices=devices, retry_diverged=cfg.retry_diverged,
-        only=cfg.run_index, on_run=on_run,
+        only=cfg.run_index, on_run=on_run, data=passed,
     )  # fmt: skip
     rows = aggregate(records, kinds=tuple(cfg.variant_names))
     if cfg.run_index is not None:  # one run of a distributed sweep: the full call gathers and draws

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
+from reslab.data.passed import PassedData, passed_data
 from reslab.engine import TrainConfig
 from reslab.errors import ConfigError
 from reslab.experiments.planning import plan_sweep
@@ -225,6 +226,8 @@ def compare(
     cfg: CompareConfig | None = None,
     /,
     *,
+    data: Any = None,
+    test_data: Any = None,
     on_run: OnRun | None = None,
     stream: TextIO | None = None,
     **settings: Any,
@@ -235,26 +238,35 @@ def compare(
     how)`` is called after each run with how it was obtained (trained, resumed, reused, diverged). Sweep
     progress (run k of n, ETA) goes to ``stream`` (stderr) unless ``progress="off"``; the current run shows
     the engine's own bar or lines. Raises ConfigError (exit 2) before any training on bad settings; Ctrl-C
-    leaves the run in progress with a checkpoint, and calling again resumes it.
+    leaves the run in progress with a checkpoint, and calling again resumes it. ``data=(x, y)`` and
+    ``test_data=`` (or a torch Dataset): every run trains on that data, as :func:`~reslab.engine.train`
+    takes it, in this process.
     """
     started = time.perf_counter()
-    resolved = api_config(CompareConfig, cfg, settings, "compare()").resolve()  # types checked at the edge
-    return in_sweep_folder(
-        resolved, stream, "compare sweep", lambda out, say: _sweep(resolved, out, say, on_run, started)
-    )
+    given = api_config(CompareConfig, cfg, settings, "compare()")  # types checked at the edge
+    given, passed = given.on_passed(passed_data(data, test_data))
+    resolved = given.resolve().in_process(passed)
+
+    def body(out: Path, say: Say) -> Any:
+        return _sweep(resolved, out, say, on_run, started, passed)
+
+    return in_sweep_folder(resolved, stream, "compare sweep", body)
 
 
-def _sweep(cfg: CompareConfig, out: Path, say: Say, on_run: OnRun | None, started: float) -> CompareResult:
-    check_sweep_file(out, cfg.settings(), SWEEP_FILE)
+def _sweep(
+    cfg: CompareConfig, out: Path, say: Say, on_run: OnRun | None, started: float, passed: PassedData | None
+) -> CompareResult:
+    check_sweep_file(out, {**cfg.settings(), **cfg.passed_settings(passed)}, SWEEP_FILE)
     jobs = compare_runs(cfg)
     what = (
         f"{cfg.family} depths {','.join(map(str, cfg.depths or ()))} x plain/residual x {cfg.seeds} seed(s)"
     )
-    devices, estimate = plan_sweep(cfg, jobs, key=lambda job: job.depth)  # twins: the same layers' cost
+    # twins: the same layers' cost; data passed in memory trains in this process, and no probe reaches it
+    devices, estimate = (None, "") if passed is not None else plan_sweep(cfg, jobs, key=lambda job: job.depth)
     say(f"compare: {len(jobs)} runs ({what}) on {cfg.dataset} in {out}{estimate}")
     records = run_jobs(
         jobs, say=say, cost=run_cost, devices=devices, retry_diverged=cfg.retry_diverged,
-        only=cfg.run_index, on_run=on_run,
+        only=cfg.run_index, on_run=on_run, data=passed,
     )  # fmt: skip
     if cfg.run_index is not None:  # one run of a distributed sweep: the full call gathers and draws
         rows = aggregate(records)

@@ -198,18 +198,19 @@ def diverged_record(job: Job) -> RunRecord:
     return replace(record_of(job, figures, history), status="diverged", diverged_at=at)
 
 
-def train_job(job: Job, state: str, say: Say) -> tuple[RunRecord, str]:
-    """Train (or resume) one run; an interrupted run without a usable checkpoint starts over."""
+def train_job(job: Job, state: str, say: Say, data: Any = None) -> tuple[RunRecord, str]:
+    """Train (or resume) one run (on ``data`` passed in memory, if given); an interrupted run without a
+    usable checkpoint starts over."""
     try:
         if state == "interrupted" and list_checkpoints(job.run_dir):
             try:
-                result = train(replace(job.config, out=None, resume=str(job.run_dir)))
+                result = train(replace(job.config, out=None, resume=str(job.run_dir)), data=data)
                 how = "resumed"
             except CheckpointError as err:
                 say(f"  cannot resume ({err}); training {job.name} from the start")
-                result, how = train(replace(job.config, overwrite=True)), "trained"
+                result, how = train(replace(job.config, overwrite=True), data=data), "trained"
         else:  # overwrite: a run directory of this sweep that holds no usable run (our own files only)
-            result, how = train(replace(job.config, overwrite=True)), "trained"
+            result, how = train(replace(job.config, overwrite=True), data=data), "trained"
     except DivergedError as err:
         say(f"  {job.name} (seed {job.seed}) diverged at iteration {err.iteration}; the sweep goes on")
         return diverged_record(job), "diverged"
@@ -248,8 +249,10 @@ def run_jobs(
     retry_diverged: bool = False,
     only: int | None = None,
     on_run: OnRun | None = None,
+    data: Any = None,
 ) -> list[RunRecord]:
-    """Train (or reuse) every job, in order; returns their records. ``only``: train just that job."""
+    """Train (or reuse) every job, in order; returns their records. ``only``: train just that job; ``data``:
+    data passed in memory that every run trains on (in this process)."""
     todo = [j for j in jobs if only is None or j.index == only]
     states = {j.index: run_state(j) for j in todo}  # refuses mismatches before any training
     if retry_diverged:
@@ -260,7 +263,9 @@ def run_jobs(
         )
     eta, records = _Eta(cost), []
     for k, job in enumerate(todo, start=1):
-        record, how = _obtain(job, states[job.index], say, f"[{k}/{len(todo)}]", eta.text(todo[k - 1 :]))
+        record, how = _obtain(
+            job, states[job.index], say, f"[{k}/{len(todo)}]", eta.text(todo[k - 1 :]), data
+        )
         eta.done(job, record.seconds if how != "reused" else 0.0)
         records.append(record)
         if record.status == "diverged":
@@ -275,7 +280,7 @@ def run_jobs(
     return records
 
 
-def _obtain(job: Job, state: str, say: Say, counter: str, eta: str) -> tuple[RunRecord, str]:
+def _obtain(job: Job, state: str, say: Say, counter: str, eta: str, data: Any) -> tuple[RunRecord, str]:
     """The job's record: reused from disk when it is done, else trained or resumed now."""
     if state == "diverged":
         return diverged_record(job), "reused"
@@ -286,7 +291,7 @@ def _obtain(job: Job, state: str, say: Say, counter: str, eta: str) -> tuple[Run
     verb = "resuming" if state == "interrupted" else "training"
     say(f"{counter} {verb} {job.name} (seed {job.seed}) -> {job.run_dir} | sweep {eta}")
     try:
-        return train_job(job, state, say)
+        return train_job(job, state, say, data)
     except KeyboardInterrupt:
         say(f"interrupted at run {counter}; rerun the same command to resume")
         raise

@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+from reslab.data.passed import PassedData, is_passed
 from reslab.engine import RECIPES, TrainConfig
 from reslab.engine.config import Augment, Device, Normalize, Precision, Progress, Schedule, Warmup
 from reslab.errors import ConfigError
@@ -46,6 +47,8 @@ class TrainOverrides:
     download: bool | None = override("download")
     val_split: int | None = override("val_split")
     split_seed: int | None = override("split_seed")
+    keep_best: bool | None = override("keep_best")
+    best_split: int | None = override("best_split")
     epochs: int | None = override("epochs")
     iterations: int | None = override("iterations")
     batch_size: int | None = override("batch_size")
@@ -227,3 +230,41 @@ class SweepSettings(TrainOverrides, SweepFlags):
 
     def settings_hash(self) -> str:
         return hashlib.sha1(json.dumps(self.settings(), sort_keys=True).encode()).hexdigest()[:8]
+
+    def on_passed(self: _S, passed: PassedData | None) -> tuple[_S, PassedData | None]:
+        """This (unresolved) config on data passed in memory: its dataset ``memory:<name>``
+        (``dataset="memory:NAME"`` names it). Its runs train in this process: explicit ``devices`` (other
+        processes, which the data cannot reach) are refused."""
+        if passed is None:
+            return self, None
+        if self.dataset is not None and not is_passed(self.dataset):
+            raise ConfigError(
+                f"data= and dataset={self.dataset!r} both name the training data; drop dataset= (or name "
+                "the data with dataset='memory:NAME')"
+            )
+        if self.dataset is not None:
+            passed = passed.renamed(self.dataset.strip()[len("memory:") :])
+        if self.devices is not None and len(self.devices) > 1:
+            raise ConfigError(
+                "devices= trains each run in a process of its own, which data passed in memory cannot "
+                "reach; drop devices="
+            )
+        return replace(self, dataset=passed.dataset), passed
+
+    def in_process(self: _S, passed: PassedData | None) -> _S:
+        """This resolved config with its runs in this process when they train on data passed in memory (a
+        preset's parallel CPU processes could not reach it)."""
+        if passed is None or not self.devices or len(self.devices) < 2:
+            return self
+        return replace(self, devices=None)
+
+    def passed_settings(self, passed: PassedData | None) -> dict[str, Any]:
+        """What the sweep file records of data passed in memory (call on a resolved config): its
+        fingerprint, so that a sweep folder is never reused for other data under the same name."""
+        if passed is None:
+            return {}
+        from reslab.engine.data import memory_budget
+        from reslab.engine.specs import data_spec
+
+        budget = memory_budget(data_spec(self.first_run()))
+        return {"data_fingerprint": passed.fingerprint(seed=self.first_run().split_seed, budget=budget)}

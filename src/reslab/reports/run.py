@@ -113,6 +113,12 @@ def _final(summary: Any, meta: dict[str, Any], top5: bool) -> str:
     ]
     if top5:
         rows.append(("final test top-5 error", P.pct(summary.get("final_test_top5_error"))))
+    best = summary.get("best")
+    if isinstance(best, dict):  # --keep-best
+        rows.append((
+            f"best weights ({best.get('file')}), on {best.get('val_images')} held-out training images",
+            f"iteration {best.get('iteration')}, error {P.pct(best.get('val_error'))}",
+        ))  # fmt: skip
     return P.section("Final figures (summary.json)", P.table(("figure", "value"), rows, text_columns=2))
 
 

@@ -65,7 +65,8 @@ def launch_torchrun(cfg: TrainConfig, nproc: int) -> int:
     if nproc < 1:
         raise ConfigError(f"--nproc must be a positive integer, got {nproc}")
     cfg.validate()
-    local_batch(cfg.batch_size, nproc)  # refuse an uneven split here, before any process starts
+    if cfg.batch_size is not None:  # unset: the small-data rule picks a multiple of the process count
+        local_batch(cfg.batch_size, nproc)  # refuse an uneven split here, before any process starts
     # torchrun's default (1 thread per worker) without its banner; an explicit --num-threads still wins.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     # The agent's log (rendezvous, worker groups, "failed (exitcode: -9)") is replaced by our one line.

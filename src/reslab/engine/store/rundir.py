@@ -7,6 +7,9 @@ Layout of a run directory::
     model.safetensors    the latest weights (for eval / predict / export / analysis)
     summary.json         final figures, written when the run finishes
     diverged.json        where and how the run stopped on NaN/inf (instead of summary.json)
+    report.html          the run's page: figures, curves, every evaluation, settings
+    best.safetensors     --keep-best: the weights of the lowest held-out error
+    class_errors.json, confusion.png    per-class errors, from reslab eval
     checkpoints/ckpt-<iteration:08d>/{model.safetensors, state.pt, manifest.json}   the last two
 """
 
@@ -48,7 +51,10 @@ WEIGHTS = "model.safetensors"
 SUMMARY = "summary.json"
 DIVERGED = "diverged.json"  # written instead of summary.json when the run stopped on NaN/inf
 CKPT_DIR = "checkpoints"
+# Written beside them: report.html (reslab.reports), class_errors.json + confusion.png (reslab eval),
+# best.safetensors (--keep-best, reslab.engine.store.best).
 RUN_FILES = (CONFIG, METRICS, WEIGHTS, SUMMARY, DIVERGED)
+RUN_FILES += ("report.html", "class_errors.json", "confusion.png", "best.safetensors")
 
 
 def storage_error(path: str | Path, err: OSError) -> StorageError:

@@ -55,6 +55,8 @@ class RunResult:
     epochs: float
     history: list[dict[str, Any]] = field(default_factory=list)  # the metrics.jsonl records
     notes: list[str] = field(default_factory=list)  # what a reader of the figures must know (in summary.json)
+    num_classes: int | None = None  # None: a run written before reslab recorded it
+    best: dict[str, Any] | None = None  # --keep-best: file, iteration, val_error, val_images
 
     def __post_init__(self) -> None:
         if not self.measured_test and NO_TEST_NOTE not in self.notes:
@@ -68,22 +70,28 @@ class RunResult:
         return all(isinstance(v, int | float) and math.isfinite(v) for v in figures)
 
     def test_text(self) -> str:
-        """The test figures as a phrase, or why there are none."""
+        """The test figures as a phrase, or why there are none; top-5 only above 5 classes (0 by design)."""
         if not self.measured_test:
             return f"no test error: the test split of {self.dataset} has no images (not measured)"
-        return (
-            f"test error {self.final_test_error:.2%} (loss {self.final_test_loss:.4f}), "
-            f"test top-5 error {self.final_test_top5_error:.2%}"
+        top5 = self.num_classes is None or self.num_classes > 5
+        return f"test error {self.final_test_error:.2%} (loss {self.final_test_loss:.4f})" + (
+            f", test top-5 error {self.final_test_top5_error:.2%}" if top5 else ""
         )
 
     def __str__(self) -> str:
-        return (
+        text = (
             f"run: {self.run_dir}\n"
             f"{self.model} ({self.params:,} params) on {self.dataset}: {self.iterations} iterations "
             f"({self.epochs:g} epoch(s)) in {self.seconds:.1f} s\n"
             f"final training error {self.final_train_error:.2%} (loss {self.final_train_loss:.4f}), "
             + self.test_text()
         )
+        if self.best:
+            text += (
+                f"\nbest weights ({self.best['file']}): iteration {self.best['iteration']}, error "
+                f"{self.best['val_error']:.2%} on {self.best['val_images']} held-out training images"
+            )
+        return text
 
     def _repr_html_(self) -> str:
         from reslab.reports import run_html
@@ -98,9 +106,13 @@ def read_run_result(run_dir: Path) -> RunResult:
     path = run_dir / SUMMARY
     try:
         summary = json.loads(read_text_bounded(path, MAX_JSON_BYTES, "run summary", error=ConfigError))
-        names = {f.name for f in dataclasses.fields(RunResult)} - {"run_dir", "history", "notes"}
+        optional = {"num_classes", "best"}  # absent from the summaries of older runs
+        names = {f.name for f in dataclasses.fields(RunResult)} - {"run_dir", "history", "notes"} - optional
         values = {k: _summary_value(k, summary[k]) for k in names}
-        return RunResult(run_dir=run_dir, history=read_jsonl(run_dir / METRICS), **values)
+        extra = {k: summary[k] for k in optional if summary.get(k) is not None}
+        if not isinstance(extra.get("num_classes", 0), int) or not isinstance(extra.get("best", {}), dict):
+            raise TypeError("num_classes")
+        return RunResult(run_dir=run_dir, history=read_jsonl(run_dir / METRICS), **values, **extra)
     except ConfigError as err:
         raise CheckpointError(str(err)) from None
     except (ValueError, KeyError, TypeError, RecursionError):
@@ -141,20 +153,25 @@ def run_metadata(
     source: str,
     runtime: dict[str, Any],
     params: int,
+    fingerprint: str | None = None,
 ) -> dict[str, Any]:
-    """The content of ``config.json``: the config plus the data facts predict needs, plus versions."""
+    """The content of ``config.json``: the config plus the data facts predict needs, plus versions
+    (``fingerprint``: of data passed in memory, which a resume must be given again)."""
     from reslab.version import __version__
 
+    data = {
+        "dataset": cfg.dataset,
+        "classes": list(classes),
+        "input_shape": list(input_shape),
+        "augment": augment,
+        "source": source,
+        "normalization": norm.to_dict(),
+    }
+    if fingerprint is not None:
+        data["fingerprint"] = fingerprint
     return {
         "config": cfg.to_dict(),
-        "data": {
-            "dataset": cfg.dataset,
-            "classes": list(classes),
-            "input_shape": list(input_shape),
-            "augment": augment,
-            "source": source,
-            "normalization": norm.to_dict(),
-        },
+        "data": data,
         "runtime": runtime,
         "params": params,
         "versions": {"reslab": __version__, "torch": torch.__version__, "python": platform.python_version()},
