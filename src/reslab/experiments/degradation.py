@@ -50,6 +50,7 @@ DEFAULT_EPOCHS = 5
 # depth, throw it far from where it trains (resnet110: 28.6% training error after 5 epochs, resnet1202: no
 # training at all). Every candidate recipe, measured on both twins: benchmarks/calibration/WIDTHS.md.
 FULL_WIDTH = {"grad_clip": 1.0}
+FULL_EPOCHS = 10  # resnet1202 has not fitted the digits after 5 epochs of this recipe (WIDTHS.md)
 
 # The lecture's dense nets run with ReZero's scalar on each residual branch (the lecture's equations diverge
 # past a few dozen blocks; plain twins have no branch to scale), in fp32 on one thread (tiny matrices: a
@@ -82,6 +83,20 @@ PRESETS: dict[str, dict[str, Any]] = {
         "train": {"batch_size": 128, "label_smoothing": 0.0},
         "family_train": {"cifar": {"model_kwargs": {"widen": 0.25}}, "mlp": MLP},
     },
+    # The lecture's three claims at the paper's widths, 20 to 1,202 layers: the full-width recipe for as long
+    # as resnet1202 needs to fit the digits. A GPU job (its CPU times: benchmarks/calibration/WIDTHS.md).
+    "full": {
+        "recipe": "default",
+        "dataset": "mnist5k",
+        "depths": {
+            "cifar": (20, 56, 110, 1202),
+            "mlp": (1, 4, 16, 64, 500),
+            "imagenet": (18, 34, 50, 101, 152),
+        },
+        "epochs": {"cifar": FULL_EPOCHS, "mlp": 10, "imagenet": FULL_EPOCHS},
+        "train": {"batch_size": 128, "label_smoothing": 0.0, "eval_every": 16},
+        "family_train": {"cifar": FULL_WIDTH, "mlp": MLP},
+    },
     # He et al. 2015, Fig. 6 on CIFAR-10: the paper recipe (64k iterations, 45k/5k split, step lr).
     "paper": {
         "recipe": "paper",
@@ -108,10 +123,10 @@ class CompareGrid:
     seeds: int | None = setting(
         None, help="seeds 0..N-1 per depth and kind: mean ± std over them", metavar="N"
     )
-    preset: Literal["default", "deep", "paper"] = setting(
+    preset: Literal["default", "deep", "full", "paper"] = setting(
         "default",
-        help="default: mnist5k, full width, minutes on a CPU; deep: narrow nets, all three claims; paper: "
-        "Fig. 6 on cifar10",
+        help="default: mnist5k, full width, minutes on a CPU; deep: narrow nets, all three claims; full: "
+        "full width to 1,202 layers (a GPU job); paper: Fig. 6 on cifar10",
     )
     out: str | None = setting(
         None, help="default: runs/compare-<family>-<dataset>-<hash of the settings>", metavar="DIR"
