@@ -22,7 +22,7 @@ only on time to spare:
 5. resnet50 at 224, batch ``--batch``, bf16 + channels_last: reslab's engine step vs torchvision's resnet50
    (same weights, outputs checked; skipped without torchvision), eager and captured; compiled on time to
    spare. Images/s, "%roof" against the measured bf16 roofline (asserted <= 100%), MFU against 989 TFLOP/s.
-6. ``reslab compare --depths 20,56,110,1202 --device cuda``: its table and wall time.
+6. ``reslab compare --preset full --device cuda`` (full width, 20 to 1,202 layers): its table and wall time.
 Timing: CUDA events with synchronisation (perf_counter on a CPU); warm-up (capture, compile) before timing.
 """
 

@@ -197,14 +197,15 @@ def deep_section(args: argparse.Namespace, budget: Any) -> dict[str, Any]:
 
 
 def widths_section(args: argparse.Namespace, budget: Any) -> dict[str, Any]:
-    """``reslab compare --depths 20,56,110,1202 --device cuda``: the table and the wall time."""
+    """``reslab compare --preset full --device cuda`` (full width, 20/56/110/1202 layers, 10 epochs): the
+    table and the wall time."""
     out = Path(tempfile.mkdtemp(prefix="reslab-gpu-widths-"))
-    flags = TINY_SWEEP if args.tiny else ["--depths", "20,56,110,1202", "--device", "cuda"]
+    flags = TINY_SWEEP if args.tiny else ["--preset", "full", "--device", "cuda"]
     try:
         result = run_reslab(
             ["compare", *flags, "--out", str(out), "--progress", "lines"],
             max(budget.left() - 5, 10),
-            label="compare --depths 20,56,110,1202",
+            label="compare --preset full",
         )
         md = out / "results.md"
         result["results_md"] = md.read_text() if md.is_file() else None

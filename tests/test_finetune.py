@@ -152,9 +152,9 @@ def test_head_lr_is_a_second_group_on_the_same_schedule() -> None:
             ["--freeze", "layer9"],
             "--freeze 'layer9' is not a stage of this model; choose one of stem, layer1",
         ),
-        (["--head-lr", "-1"], "--head-lr must be in [0, inf]"),
+        (["--head-lr", "-1"], "--head-lr must be in [0, inf)"),
         (["--image-size", "0"], "--image-size must be a positive integer"),
-        (["--data-memory-gib", "0"], "--data-memory-gib must be in (0, inf]"),
+        (["--data-memory-gib", "0"], "--data-memory-gib must be in (0, inf)"),
         (["--logger", "mlflow"], "unknown --logger 'mlflow'; choose from tensorboard, csv, wandb"),
     ],
 )

@@ -390,7 +390,7 @@ class _Run:
     def _diverged(self, iteration: int) -> DivergedError:
         kept = list_checkpoints(self.run_dir)
         where = (
-            f"the last good checkpoint ({kept[-1].name}) is kept" if kept else "no checkpoint was written yet"
+            f"the last good checkpoint ({kept[0].name}) is kept" if kept else "no checkpoint was written yet"
         )
         return DivergedError(
             f"loss, gradients or weights became NaN/inf at iteration {iteration}; try a lower --lr or a "

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
-from reslab.data.passed import PassedData, passed_data
+from reslab.data.passed import PassedData
 from reslab.engine import TrainConfig
 from reslab.errors import ConfigError
 from reslab.evidence import ONE_SEED, separate
@@ -25,9 +25,9 @@ from reslab.experiments.paper_tables import paper_error, paper_note
 from reslab.experiments.planning import plan_sweep
 from reslab.experiments.results import Row, RunRecord, SweepResult, aggregate, write_results
 from reslab.experiments.sweep import Job, OnRun, Say, check_sweep_file, in_sweep_folder, run_jobs
-from reslab.experiments.sweep_config import SweepSettings
+from reslab.experiments.sweep_config import SweepSettings, start_sweep
 from reslab.files import write_atomic
-from reslab.settings import api_config, setting
+from reslab.settings import setting
 
 SWEEP_FILE = "ablate.json"
 
@@ -325,9 +325,7 @@ def ablate(
     :func:`~reslab.experiments.compare`.
     """
     started = time.perf_counter()
-    given = api_config(AblateConfig, cfg, settings, "ablate()")  # types checked at the edge
-    given, passed = given.on_passed(passed_data(data, test_data))
-    resolved = given.resolve().in_process(passed)
+    resolved, passed = start_sweep(AblateConfig, cfg, settings, data, test_data, "ablate")
 
     def body(out: Path, say: Say) -> Any:
         return _sweep(resolved, out, say, on_run, started, passed)

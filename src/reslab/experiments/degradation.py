@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
-from reslab.data.passed import PassedData, passed_data
+from reslab.data.passed import PassedData
 from reslab.engine import TrainConfig
 from reslab.errors import ConfigError
 from reslab.experiments.planning import plan_sweep
@@ -29,9 +29,9 @@ from reslab.experiments.results import (
     write_results,
 )
 from reslab.experiments.sweep import Job, OnRun, Say, check_sweep_file, in_sweep_folder, run_jobs
-from reslab.experiments.sweep_config import SweepSettings
+from reslab.experiments.sweep_config import SweepSettings, start_sweep
 from reslab.files import write_atomic
-from reslab.settings import api_config, setting
+from reslab.settings import setting
 
 Family = Literal["cifar", "mlp", "imagenet"]
 FAMILIES: tuple[str, ...] = ("cifar", "mlp", "imagenet")
@@ -258,9 +258,7 @@ def compare(
     takes it, in this process.
     """
     started = time.perf_counter()
-    given = api_config(CompareConfig, cfg, settings, "compare()")  # types checked at the edge
-    given, passed = given.on_passed(passed_data(data, test_data))
-    resolved = given.resolve().in_process(passed)
+    resolved, passed = start_sweep(CompareConfig, cfg, settings, data, test_data, "compare")
 
     def body(out: Path, say: Say) -> Any:
         return _sweep(resolved, out, say, on_run, started, passed)

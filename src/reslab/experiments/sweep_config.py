@@ -18,12 +18,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from reslab.data.passed import PassedData, is_passed
+from reslab.data.passed import PassedData, is_passed, passed_data
 from reslab.engine import RECIPES, TrainConfig
 from reslab.engine.config import Augment, Device, Normalize, Precision, Progress, Schedule, Warmup
 from reslab.errors import ConfigError
 from reslab.experiments.sweep import comparable
-from reslab.settings import field_default, fields_of, setting
+from reslab.settings import api_config, field_default, fields_of, setting
 
 # Set per run by the sweep itself, so not overridable.
 PER_RUN = ("model", "seed", "out", "resume", "overwrite")
@@ -201,6 +201,10 @@ class SweepSettings(TrainOverrides, SweepFlags):
                 given[f.name] = value
         return given
 
+    def resolve(self: _S) -> _S:
+        """Validate and fill every ``None`` from the preset (each sweep's own); one-line ConfigError."""
+        raise NotImplementedError
+
     def first_run(self) -> TrainConfig:
         """The TrainConfig of the sweep's first run (call on a resolved config)."""
         raise NotImplementedError
@@ -268,3 +272,13 @@ class SweepSettings(TrainOverrides, SweepFlags):
 
         budget = memory_budget(data_spec(self.first_run()))
         return {"data_fingerprint": passed.fingerprint(seed=self.first_run().split_seed, budget=budget)}
+
+
+def start_sweep(
+    cls: type[_S], cfg: _S | None, settings: dict[str, Any], data: Any, test_data: Any, name: str
+) -> tuple[_S, PassedData | None]:
+    """What a Python call of sweep ``name`` asked for: ``cfg`` with ``settings`` on top, types checked at the
+    edge, resolved; with data passed in memory, its runs in this process, and that data."""
+    given = api_config(cls, cfg, settings, f"{name}()")
+    given, passed = given.on_passed(passed_data(data, test_data))
+    return given.resolve().in_process(passed), passed

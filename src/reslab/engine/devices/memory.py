@@ -151,7 +151,7 @@ def oom_error(
     hint = "try a smaller --batch-size" + ("" if checkpointing else " or --activation-checkpointing")
     kept = list_checkpoints(run_dir) if run_dir is not None else []
     if kept:
-        where = f"; the last checkpoint ({kept[-1].name}) is kept in {run_dir}"
+        where = f"; the last checkpoint ({kept[0].name}) is kept in {run_dir}"
     elif run_dir is not None:
         where = f"; no checkpoint was written yet in {run_dir}"
     else:
