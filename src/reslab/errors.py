@@ -71,3 +71,10 @@ def report(err: ReslabError) -> int:
 
     sys.stderr.write(f"reslab: error: {one_line(err)}\n")
     return err.exit_code
+
+
+def warn_line(text: str) -> None:
+    """Print ``text`` as a one-line warning on stderr (what a ``warn=`` parameter left unset does)."""
+    import sys
+
+    sys.stderr.write(f"reslab: warning: {text}\n")

@@ -19,10 +19,15 @@ import types
 import typing
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from reslab.errors import ConfigError
 from reslab.files import MAX_JSON_BYTES, read_text_bounded
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+_D = TypeVar("_D", bound="DataclassInstance")
 
 Resume = Literal["frozen", "inherit", "session"]
 CONFIG_SUFFIXES = (".json", ".yaml", ".yml", ".toml")
@@ -226,7 +231,7 @@ def from_mapping(cls: type, data: Mapping[str, Any], *, where: str, strict: bool
     return out
 
 
-def check_fields(cfg: Any, where: str) -> Any:
+def check_fields(cfg: _D, where: str) -> _D:
     """``cfg`` with every setting checked against its declared type (lists become tuples, ints floats):
     a wrong type from Python (``depths="8"``, ``epochs="3"``) is one line naming ``where`` and the setting,
     never a string split into characters or an internal exception later."""
@@ -235,7 +240,7 @@ def check_fields(cfg: Any, where: str) -> Any:
     return dataclasses.replace(cfg, **values)
 
 
-def api_config(cls: type, cfg: Any, settings: Mapping[str, Any], where: str) -> Any:
+def api_config(cls: type[_D], cfg: object, settings: Mapping[str, Any], where: str) -> _D:
     """The config a Python API function was handed, checked at the edge: ``cfg`` (a ``cls`` or None) with
     ``settings`` (its keyword arguments) on top, every type checked (:func:`check_fields`).
 
@@ -254,10 +259,10 @@ def api_config(cls: type, cfg: Any, settings: Mapping[str, Any], where: str) -> 
         if key not in valid:
             raise ConfigError(f"{where}: unknown setting {key!r}{closest(str(key), valid)}")
     try:
-        cfg = dataclasses.replace(cfg, **settings) if cfg is not None else cls(**settings)  # type: ignore[type-var]  # cls is a dataclass: fields_of checked it
+        made = dataclasses.replace(cfg, **settings) if cfg is not None else cls(**settings)
     except TypeError as err:  # a required setting missing
         raise ConfigError(f"{where}: {err}".replace("__init__()", cls.__name__)) from None
-    return check_fields(cfg, where)
+    return check_fields(made, where)
 
 
 def require_config(cfg: Any, cls: type, where: str) -> None:

@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from reslab.evidence import ONE_SEED, RULE, mean_std, separate
+
+if TYPE_CHECKING:
+    from reslab.models.nets import StagedNet
 
 # Stated thresholds for the verdict on first/last gradient-norm ratios.
 VANISHING_BELOW = 1e-2
@@ -93,12 +96,12 @@ def weight_layers(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
     return layers
 
 
-def _blocks(model: nn.Module) -> list[nn.Module]:
-    return list(model.blocks())  # type: ignore[operator]
+def _blocks(model: StagedNet) -> list[nn.Module]:
+    return list(model.blocks())
 
 
 def gradient_snapshot(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, step: int = 0
+    model: StagedNet, x: torch.Tensor, y: torch.Tensor, *, step: int = 0
 ) -> GradientSnapshot:
     """Norms of dL/dW per weight layer and dL/d(block output) per block, for one batch in train mode.
 
@@ -134,7 +137,7 @@ def gradient_snapshot(
 
 
 def gradient_profile(
-    model: nn.Module,
+    model: StagedNet,
     x: torch.Tensor,
     y: torch.Tensor,
     *,
@@ -193,7 +196,7 @@ class _Sgd:
 
 
 def _profile(
-    net: nn.Module,
+    net: StagedNet,
     xd: torch.Tensor,
     y: torch.Tensor,
     steps: int,

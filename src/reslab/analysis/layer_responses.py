@@ -10,12 +10,15 @@ block is to the identity: the relative norm ``||F(x)|| / ||x||`` (0 for an exact
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from reslab.evidence import ONE_SEED, RULE, mean_std, separate
+
+if TYPE_CHECKING:
+    from reslab.models.nets import StagedNet
 
 
 @dataclass
@@ -43,7 +46,7 @@ def _sample_norm(t: torch.Tensor) -> torch.Tensor:
 
 @torch.inference_mode()
 def block_responses(
-    model: nn.Module, x: torch.Tensor, *, batch_size: int = 256, batch_stats: bool = False
+    model: StagedNet, x: torch.Tensor, *, batch_size: int = 256, batch_stats: bool = False
 ) -> tuple[list[float], list[float]]:
     """``(stds, rel_norms)`` per block of ``model`` on ``x`` (B, ...).
 
@@ -52,7 +55,7 @@ def block_responses(
     the defaults 0 and 1). Running statistics are left untouched either way. The std is accumulated over
     chunks of ``batch_size`` as sums of moments.
     """
-    blocks = list(model.blocks())  # type: ignore[operator]
+    blocks = list(model.blocks())
     n_blocks = len(blocks)
     # Per block: running sum, sum of squares (per channel), count; and the sum of per-sample norm ratios.
     # The std is per channel over batch and positions, then averaged over channels: a per-tensor std would
@@ -79,7 +82,8 @@ def block_responses(
             ratio_sum[i] += float(ratio.double().sum())
 
         handles.append(block.register_forward_pre_hook(pre))
-        handles.append(block.branch_out.register_forward_hook(post))
+        tap = block.get_submodule("branch_out")  # every reslab block's F(x), an nn.Identity
+        handles.append(tap.register_forward_hook(post))
     was_training = model.training
     buffers = [b.clone() for b in model.buffers()]
     model.train(batch_stats)
@@ -104,7 +108,7 @@ def block_responses(
 
 
 def response_profile(
-    model: nn.Module,
+    model: StagedNet,
     x: torch.Tensor,
     *,
     label: str,

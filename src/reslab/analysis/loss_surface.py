@@ -115,7 +115,7 @@ def loss_landscape(
     model_name: str = "",
     residual: bool = True,
     depth: int = 0,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], object] | None = None,
 ) -> Landscape:
     """Scan ``L(w0 + a*d1 + b*d2)`` on a ``grid x grid`` lattice of ``[-span, span]^2``.
 
@@ -157,7 +157,7 @@ def _scan(
     w0: list[torch.Tensor],
     directions: tuple[list[torch.Tensor], list[torch.Tensor]],
     coords: list[float],
-    progress: Callable[[int], None] | None,
+    progress: Callable[[int], object] | None,
 ) -> list[list[float]]:
     """The loss at every grid point; ``losses[j][i]`` at ``(a = coords[i], b = coords[j])``."""
     d1, d2 = directions
@@ -177,7 +177,7 @@ def _scan(
     return losses
 
 
-def progress_bar(total: int, desc: str) -> tuple[Callable[[int], None], Callable[[], None]]:
+def progress_bar(total: int, desc: str) -> tuple[Callable[[int], object], Callable[[], None]]:
     """``(update, close)`` of a bar on a terminal or in a notebook; no-ops otherwise (CI logs stay clean)."""
     from reslab.engine.progress import resolve_mode, tqdm_class
 

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from reslab.data import ArrayDataset, load_dataset
 from reslab.data.loader import Normalization
@@ -28,7 +27,7 @@ class Subject:
 
     label: str  # short name for legends and tables: the model name, or the run directory's name
     model_name: str  # registry name, e.g. "plain56"
-    model: nn.Module
+    model: StagedNet
     residual: bool
     depth: int
     family: str

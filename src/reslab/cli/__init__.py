@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from reslab.errors import ReslabError, report
 
@@ -29,7 +29,7 @@ class _Parser(argparse.ArgumentParser):
 
     commands: Mapping[str, argparse.ArgumentParser]  # the subcommands' parsers, by name (top level only)
 
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         sys.stderr.write(f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
         raise SystemExit(2)
 

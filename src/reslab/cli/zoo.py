@@ -90,7 +90,7 @@ def run_summary(args: argparse.Namespace) -> int:
         shortcut=args.shortcut,
         stride_in_1x1=True if args.stride_in_1x1 else None,
         device="meta",  # shapes only: no memory, no initialisation
-        **shape_kw,  # type: ignore[arg-type]
+        **shape_kw,
     )
     result = summarize(model, size)
     variant = ", stride in 1x1 (v1)" if args.stride_in_1x1 else ""

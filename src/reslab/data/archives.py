@@ -36,10 +36,13 @@ import tempfile
 import zlib
 from collections.abc import Collection
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from reslab.errors import DataError
 from reslab.files import GiB, MiB, free_disk_bytes, open_regular
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 DEFAULT_MAX_BYTES = 1 * GiB  # total size of all members once unpacked, when the caller knows no better
 DEFAULT_MAX_MEMBERS = 1000  # the official dataset archives hold 8 to 9 members
@@ -53,7 +56,7 @@ class _CappedReader(io.RawIOBase):
     served, so a header claiming 8 GiB costs nothing.
     """
 
-    def __init__(self, f: BinaryIO, cap: int, archive: Path) -> None:
+    def __init__(self, f: io.BufferedIOBase | BinaryIO, cap: int, archive: Path) -> None:
         self._f, self._cap, self._archive = f, cap, archive
 
     def _refuse(self) -> DataError:
@@ -89,24 +92,25 @@ class _CappedReader(io.RawIOBase):
             raise self._refuse()
         return self._f.read(n)
 
-    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
-        data = self.read(len(b))
-        b[: len(data)] = data
+    def readinto(self, b: WriteableBuffer) -> int:
+        view = memoryview(b).cast("B")
+        data = self.read(len(view))
+        view[: len(data)] = data
         return len(data)
 
 
-def _decompressed(raw: BinaryIO) -> BinaryIO:
+def _decompressed(raw: BinaryIO) -> io.BufferedIOBase | BinaryIO:
     """The tar stream inside ``raw``: gzip, bzip2 and xz by their magic bytes, else plain tar."""
     head = raw.read(6)
     raw.seek(0)
     if head[:2] == b"\x1f\x8b":
-        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+        return gzip.GzipFile(fileobj=raw, mode="rb")
     if head[:3] == b"BZh":
-        return bz2.BZ2File(raw, mode="rb")  # type: ignore[return-value]
+        return bz2.BZ2File(raw, mode="rb")
     if head == b"\xfd7zXZ\x00":
         import lzma
 
-        return lzma.LZMAFile(raw, mode="rb")  # type: ignore[return-value]
+        return lzma.LZMAFile(raw, mode="rb")
     return raw
 
 

@@ -223,11 +223,11 @@ def load_cifar(name: str, data_dir: Path, *, download: bool) -> ArrayDataset:
                     )
                 return loader(name, lay, root / sub)
     if download:
-        (archive,) = fetch_dataset(name, data_dir)
-        _extract(archive, data_dir, lay.py_dir, (*py_files, lay.py_meta))
+        (fetched,) = fetch_dataset(name, data_dir)
+        _extract(fetched, data_dir, lay.py_dir, (*py_files, lay.py_meta))
         if _complete(data_dir / lay.py_dir, py_files):
             return _load_python_dir(name, lay, data_dir / lay.py_dir)
-        raise DataError(f"{archive} did not contain {lay.py_dir}/; delete it and download it again")
+        raise DataError(f"{fetched} did not contain {lay.py_dir}/; delete it and download it again")
     for root in roots:
         for sub, files in ((lay.py_dir, py_files), (lay.bin_dir, bin_files)):
             if (root / sub).is_dir():

@@ -19,7 +19,7 @@ import numpy as np
 
 from reslab.data.arrays import stratified_fraction, to_dataset
 from reslab.data.images import GRAY_MODES, SUFFIXES, probe_image, read_image
-from reslab.data.types import ArrayDataset
+from reslab.data.types import ArrayDataset, Augment
 from reslab.errors import DataError
 from reslab.resources import check_host_memory
 
@@ -129,7 +129,7 @@ class FolderPlan:
         return (len(self.train) + len(self.test)) * c * h * w
 
     @property
-    def augment(self) -> str:
+    def augment(self) -> Augment:
         return "crop_flip" if self.mode == "RGB" else "none"
 
     @property

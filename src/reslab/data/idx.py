@@ -11,6 +11,7 @@ file holds exactly the announced number of bytes.
 from __future__ import annotations
 
 import gzip
+import io
 import zlib
 from pathlib import Path
 from typing import BinaryIO
@@ -39,7 +40,7 @@ _MAX_BYTES = 1 << 31  # far above the 47 MB of MNIST's train images; stops a lyi
 _CHUNK = 1 << 20
 
 
-def _read_exact(f: BinaryIO, n: int) -> bytes:
+def _read_exact(f: io.BufferedIOBase | BinaryIO, n: int) -> bytes:
     # Read in chunks so a header that announces gigabytes costs nothing until the bytes really exist.
     parts, got = [], 0
     while got < n:
@@ -105,9 +106,9 @@ def _find(d: Path, stem: str) -> Path | None:
 
 def _locate(name: str, data_dir: Path) -> dict[str, Path] | None:
     for d in (data_dir / name, data_dir / _TORCHVISION_DIR[name] / "raw", data_dir):
-        found = {k: _find(d, stem) for k, stem in FILES.items()}
-        if all(found.values()):
-            return found  # type: ignore[return-value]
+        found = {k: path for k, stem in FILES.items() if (path := _find(d, stem)) is not None}
+        if len(found) == len(FILES):
+            return found
     return None
 
 

@@ -123,7 +123,8 @@ def read_image(
                     out = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
                 out = out.convert(mode)
                 if size is not None and out.size != tuple(size):
-                    box = center_box(*out.size, size) if crop else None
+                    width, height = out.size
+                    box = center_box(width, height, size) if crop else None
                     out = out.resize(tuple(size), Image.Resampling.BILINEAR, box=box)
                 return np.asarray(out, dtype=np.uint8)
         except DataError:

@@ -20,6 +20,7 @@ from reslab.data.stats import DatasetStats, dataset_stats
 from reslab.data.types import ArrayDataset
 
 NormalizeMode = Literal["channel", "pixel"]
+Augmentation = Literal["none", "crop", "crop_flip"]  # a loader's; a dataset's default is one of the first two
 
 
 @dataclass
@@ -115,7 +116,7 @@ def shard_slice(step: int, n: int, batch_size: int, rank: int, world_size: int) 
 
 
 def augment_batch(
-    x: torch.Tensor, augment: str, dy: torch.Tensor, dx: torch.Tensor, flip: torch.Tensor, pad: int
+    x: torch.Tensor, augment: Augmentation, dy: torch.Tensor, dx: torch.Tensor, flip: torch.Tensor, pad: int
 ) -> torch.Tensor:
     """A batch of uint8 (b, C, H, W) with the epoch plan's crop (and flip) applied, on its device."""
     if augment == "crop_flip":
@@ -141,7 +142,7 @@ class Batching:
         norm: Normalization,
         device: torch.device | str,
         shuffle: bool,
-        augment: Literal["none", "crop", "crop_flip"],
+        augment: Augmentation,
         seed: int,
         drop_last: bool,
         rank: int,
@@ -205,7 +206,7 @@ class DeviceLoader(Batching):
         norm: Normalization,
         device: torch.device | str = "cpu",
         shuffle: bool = False,
-        augment: Literal["none", "crop", "crop_flip"] = "none",
+        augment: Augmentation = "none",
         seed: int = 0,
         drop_last: bool = False,
         rank: int = 0,
@@ -228,7 +229,8 @@ class DeviceLoader(Batching):
     def plan(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Epoch ``epoch``'s (order, dy, dx, flip), each (N,) on the device; a function of (seed, epoch)."""
         plan = epoch_plan(self.n, seed=self.seed, epoch=epoch, shuffle=self.shuffle, pad=self.pad)
-        return tuple(t.to(self.device, non_blocking=True) for t in plan)  # type: ignore[return-value]
+        order, dy, dx, flip = (t.to(self.device, non_blocking=True) for t in plan)
+        return order, dy, dx, flip
 
     def _positions(self, step: int) -> slice:
         return shard_slice(step, self.n, self.batch_size, self.rank, self.world_size)

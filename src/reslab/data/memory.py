@@ -31,15 +31,14 @@ announced. Without a test split, a stratified 20% of the training data is held o
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import numpy as np
 
 from reslab.data.arrays import stratified_fraction, to_dataset
-from reslab.data.types import ArrayDataset
-from reslab.errors import DataError
+from reslab.data.types import ArrayDataset, Augment
+from reslab.errors import DataError, warn_line
 
 Layout = Literal["auto", "NCHW", "NHWC"]
 Warn = Callable[[str], None]
@@ -74,7 +73,7 @@ def in_memory_dataset(
     Raises:
         DataError: one line naming the problem and the fix (shapes, dtypes, NaN, label range, lengths).
     """
-    say = warn or (lambda m: sys.stderr.write(f"reslab: warning: {m}\n"))
+    say = warn or warn_line
     names = list(classes) if classes is not None else dataset_classes(train)
     x_tr, y_tr, form = _split(train, "train", layout)
     if test is None:
@@ -93,7 +92,8 @@ def in_memory_dataset(
         keep, hold = stratified_fraction(y_tr, TEST_FRACTION, seed)
         x_tr, y_tr, x_te, y_te = x_tr[keep], y_tr[keep], x_tr[hold], y_tr[hold]
         meta["split"] = f"stratified {TEST_FRACTION:.0%} of the training data held out (seed {seed})"
-    augment = "crop_flip" if x_tr.shape[1] == 3 else "none"  # as folder:PATH: no flips for grey digits
+    # as folder:PATH: no flips for grey digits
+    augment: Augment = "crop_flip" if x_tr.shape[1] == 3 else "none"
     return to_dataset(name, (x_tr, y_tr), (x_te, y_te), names, augment=augment, source="memory", meta=meta)
 
 
@@ -105,7 +105,7 @@ def labelled_images(
     trained run is evaluated on."""
     import torch
 
-    say = warn or (lambda m: sys.stderr.write(f"reslab: warning: {m}\n"))
+    say = warn or warn_line
     x, y, _ = _split(data, "evaluation", layout)
     x, _ = to_uint8(x, x[:0], say)
     if y.max() >= len(classes):

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -44,8 +43,9 @@ from reslab.data.memory import (
     labels_array,
     pixel_map,
 )
-from reslab.data.types import ArrayDataset
-from reslab.errors import ConfigError, DataError
+from reslab.data.streaming import Images, quiet_generator
+from reslab.data.types import ArrayDataset, Augment
+from reslab.errors import ConfigError, DataError, warn_line
 
 PREFIX = "memory:"
 RULE_SAMPLE = 256  # training items whose pixel range decides a streamed Dataset's conversion to uint8
@@ -130,7 +130,7 @@ class PassedData:
 
     def streamed(self, *, seed: int = 0, workers: int = 0, warn: Warn | None = None) -> StreamedData:
         """The train and test splits as :class:`DatasetImages`, read item by item (see the module's doc)."""
-        say = warn or (lambda m: sys.stderr.write(f"reslab: warning: {m}\n"))
+        say = warn or warn_line
         train_labels = _dataset_labels(self.train, "train", workers)
         if self.test is None:
             keep, hold = stratified_fraction(train_labels, TEST_FRACTION, seed)
@@ -142,14 +142,15 @@ class PassedData:
             train_index = np.arange(len(train_labels))
         names = self.classes if self.classes is not None else dataset_classes(self.train)
         names = class_names(names, train_labels, test_labels, say)
-        shape = tuple(int(v) for v in item_image(self.train[int(train_index[0])][0], "train", 0).shape)
+        c, h, w = item_image(self.train[int(train_index[0])][0], "train", 0).shape  # item_image: always CHW
+        shape = (int(c), int(h), int(w))
         rule = _pixel_rule(self.train, train_index, seed, say)
         train = DatasetImages(self.train, train_index, train_labels, shape, rule, "train")
         test = DatasetImages(test_source, test_index, test_labels, shape, rule, "test")
         digest = hashlib.sha256(repr((shape, len(train), len(test))).encode())
         for labels in (train_labels, test_labels):
             digest.update(np.ascontiguousarray(labels, dtype=np.int64).tobytes())
-        augment = "crop_flip" if shape[0] == 3 else "none"
+        augment: Augment = "crop_flip" if shape[0] == 3 else "none"
         return StreamedData(train, test, names, augment, f"labels-sha256:{digest.hexdigest()}")
 
 
@@ -157,7 +158,7 @@ class StreamedData:
     """A streamed Dataset's two splits, class names, default augmentation and fingerprint."""
 
     def __init__(
-        self, train: DatasetImages, test: DatasetImages, classes: list[str], augment: str, fingerprint: str
+        self, train: Images, test: Images, classes: list[str], augment: Augment, fingerprint: str
     ) -> None:
         self.train, self.test, self.classes = train, test, classes
         self.augment, self.fingerprint = augment, fingerprint
@@ -167,7 +168,7 @@ class StreamedData:
         return self.train.shape
 
 
-class DatasetImages(Dataset[tuple[torch.Tensor, int]]):
+class DatasetImages(Images):
     """Item ``i``: the source Dataset's item ``indices[i]`` as ``(uint8 (C, H, W), label)``.
 
     ``rule`` is ``(scale, shift)`` for float pixels (``round(x * scale + shift)``, clipped to 0..255), or
@@ -183,7 +184,7 @@ class DatasetImages(Dataset[tuple[torch.Tensor, int]]):
         rule: tuple[float, float] | None,
         split: str,
     ) -> None:
-        self.source, self.indices, self.labels = source, np.asarray(indices), np.asarray(labels)
+        self.source, self.indices, self._labels = source, np.asarray(indices), np.asarray(labels)
         self.rule, self.split, self._shape = rule, split, shape
 
     def __len__(self) -> int:
@@ -194,11 +195,16 @@ class DatasetImages(Dataset[tuple[torch.Tensor, int]]):
         """(C, H, W) of every image."""
         return self._shape
 
+    @property
+    def labels(self) -> np.ndarray:
+        """(N,) labels, in order."""
+        return self._labels
+
     def subset(self, positions: np.ndarray) -> DatasetImages:
         """The items at ``positions`` of this one (a held-out split)."""
         pos = np.asarray(positions)
         return DatasetImages(
-            self.source, self.indices[pos], self.labels[pos], self.shape, self.rule, self.split
+            self.source, self.indices[pos], self._labels[pos], self.shape, self.rule, self.split
         )
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
@@ -214,7 +220,7 @@ class DatasetImages(Dataset[tuple[torch.Tensor, int]]):
             if self.rule is not None:
                 x = np.round(x * self.rule[0] + self.rule[1])
             image = np.clip(x, 0, 255).astype(np.uint8)
-        return torch.from_numpy(np.ascontiguousarray(image)), int(self.labels[i])
+        return torch.from_numpy(np.ascontiguousarray(image)), int(self._labels[i])
 
 
 def passed_data(data: Any, test_data: Any = None) -> PassedData | None:
@@ -286,8 +292,6 @@ def _dataset_labels(ds: Any, split: str, workers: int) -> np.ndarray:
         return labels_array(
             targets if isinstance(targets, np.ndarray | torch.Tensor) else np.array(targets), split
         )
-    from reslab.data.streaming import quiet_generator
-
     batches = DataLoader(_Labels(ds, split), batch_size=256, num_workers=workers, generator=quiet_generator())
     values = [v for b in batches for v in (b.tolist() if isinstance(b, torch.Tensor) else b)]
     return labels_array(np.array(values), split)

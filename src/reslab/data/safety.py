@@ -11,6 +11,7 @@ by member, and never replacing a file of the user's.
 
 from __future__ import annotations
 
+import importlib
 import io
 import pickle
 from pathlib import Path
@@ -25,11 +26,11 @@ from reslab.files import MAX_CIFAR_BATCH_BYTES, read_bounded
 __all__ = ["safe_extract", "safe_unpickle"]
 
 # numpy 2 moved numpy.core to numpy._core; pickles name either, we resolve both to the live function
-# without importing the deprecated alias.
+# without importing the deprecated alias. Looked up by module name: the type checker sees only one numpy.
 try:  # pragma: no cover - depends on the installed numpy
-    from numpy._core.multiarray import _reconstruct as _np_reconstruct  # type: ignore[attr-defined]
-except ImportError:  # pragma: no cover
-    from numpy.core.multiarray import _reconstruct as _np_reconstruct  # type: ignore[no-redef]
+    _np_reconstruct = importlib.import_module("numpy._core.multiarray")._reconstruct
+except (ImportError, AttributeError):  # pragma: no cover
+    _np_reconstruct = importlib.import_module("numpy.core.multiarray")._reconstruct
 
 # (module, name) -> object. This is the complete list: what a pickled ndarray needs and nothing else.
 _ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {

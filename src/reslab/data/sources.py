@@ -85,7 +85,7 @@ def _load(
     if kind == "synthetic":
         from reslab.data.synthetic import make_synthetic, parse_shape
 
-        return make_synthetic(seed=seed, **({"shape": parse_shape(arg)} if arg else {}))
+        return make_synthetic(seed=seed, shape=parse_shape(arg)) if arg else make_synthetic(seed=seed)
     if kind in ("mnist", "fashion-mnist") and not arg:
         from reslab.data.idx import load_idx
 

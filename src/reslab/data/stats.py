@@ -41,12 +41,13 @@ def _bounded(images: torch.Tensor) -> Iterable[torch.Tensor]:
 
 def stats_of_chunks(chunks: Iterable[torch.Tensor]) -> DatasetStats:
     """Statistics of images that come in chunks of uint8 ``(n, C, H, W)`` (a split streamed from disk)."""
-    pix_sum = sq_sum = None
+    pix_sum: torch.Tensor | None = None
+    sq_sum: torch.Tensor | None = None
     n = 0
     for images in chunks:
         for part in _bounded(images):
             chunk = part.to(torch.float64) / 255.0
-            if pix_sum is None:
+            if pix_sum is None or sq_sum is None:  # the first chunk sizes both sums
                 pix_sum = torch.zeros(chunk.shape[1:], dtype=torch.float64)  # (C, H, W)
                 sq_sum = torch.zeros(chunk.shape[1], dtype=torch.float64)  # (C,)
             pix_sum += chunk.sum(0)

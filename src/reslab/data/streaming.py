@@ -16,16 +16,16 @@ differs: decoding runs in ``workers`` processes ahead of the step (``prefetch`` 
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Literal, Protocol
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from reslab.data.images import read_image
-from reslab.data.loader import Batching, Normalization, augment_batch, epoch_plan, shard_slice
+from reslab.data.loader import Augmentation, Batching, Normalization, augment_batch, epoch_plan, shard_slice
 
 
 def quiet_generator() -> torch.Generator:
@@ -34,7 +34,31 @@ def quiet_generator() -> torch.Generator:
     return torch.Generator().manual_seed(0)
 
 
-class FolderImages(Dataset[tuple[torch.Tensor, int]]):
+class Images(Dataset[tuple[torch.Tensor, int]], ABC):
+    """What a StreamLoader reads: item i as ``(uint8 (C, H, W), label)``, the shape, the labels, subsets
+    (:class:`FolderImages`, and :class:`reslab.data.passed.DatasetImages` for a torch Dataset). A Dataset,
+    so a DataLoader's workers can decode it."""
+
+    @abstractmethod
+    def __len__(self) -> int: ...
+    @abstractmethod
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]: ...
+    @property
+    @abstractmethod
+    def shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of every decoded image."""
+
+    @property
+    @abstractmethod
+    def labels(self) -> np.ndarray:
+        """(N,) int64 labels, in order: what a held-out split is stratified by."""
+
+    @abstractmethod
+    def subset(self, positions: np.ndarray) -> Images:
+        """The items at ``positions`` (a held-out split, a sample for the statistics)."""
+
+
+class FolderImages(Images):
     """Item i of a list of (file, label): ``(uint8 (C, H, W), label)``, decoded when asked for."""
 
     def __init__(
@@ -66,19 +90,6 @@ class FolderImages(Dataset[tuple[torch.Tensor, int]]):
         return torch.from_numpy(chw.copy()), label
 
 
-class Images(Protocol):
-    """What a StreamLoader reads: item i as ``(uint8 (C, H, W), label)``, the shape, the labels, subsets
-    (:class:`FolderImages`, and :class:`reslab.data.passed.DatasetImages` for a torch Dataset)."""
-
-    def __len__(self) -> int: ...
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]: ...
-    @property
-    def shape(self) -> tuple[int, int, int]: ...
-    @property
-    def labels(self) -> np.ndarray: ...
-    def subset(self, positions: np.ndarray) -> Images: ...
-
-
 class _Batches(Sampler[list[int]]):
     """The batches of the coming pass, set before each pass (the sampler runs in the main process)."""
 
@@ -108,7 +119,7 @@ class StreamLoader(Batching):
         norm: Normalization,
         device: torch.device | str = "cpu",
         shuffle: bool = False,
-        augment: Literal["none", "crop", "crop_flip"] = "none",
+        augment: Augmentation = "none",
         seed: int = 0,
         drop_last: bool = False,
         rank: int = 0,
@@ -153,5 +164,6 @@ class StreamLoader(Batching):
                 continue
             x, y = next(decoded)
             x = x.to(self.device, non_blocking=True)  # (b, C, H, W) uint8
-            x = augment_batch(x, self.augment, *(t[pos].to(self.device) for t in (dy, dx, flip)), self.pad)
+            dy_b, dx_b, flip_b = (t[pos].to(self.device) for t in (dy, dx, flip))
+            x = augment_batch(x, self.augment, dy_b, dx_b, flip_b, self.pad)
             yield self._normalise(x), y.to(self.device, non_blocking=True)

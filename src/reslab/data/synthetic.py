@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from reslab.data.arrays import to_dataset
-from reslab.data.types import ArrayDataset
+from reslab.data.types import ArrayDataset, Augment
 from reslab.errors import ConfigError
 from reslab.resources import check_host_memory
 
@@ -90,7 +90,7 @@ def make_synthetic(
     train = _samples(rng, templates, n_train)
     test = _samples(rng, templates, n_test)
     classes = [f"pattern{k}" for k in range(num_classes)]
-    augment = "crop_flip" if c == 3 else "none"
+    augment: Augment = "crop_flip" if c == 3 else "none"
     meta = {"format": "synthetic", "seed": str(seed)}
     return to_dataset("synthetic", train, test, classes, augment=augment, source="generated", meta=meta)
 

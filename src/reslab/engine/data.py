@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 
 from reslab.data.arrays import stratified_holdout
 from reslab.data.folder import plan_folder
-from reslab.data.loader import DeviceLoader, Normalization
+from reslab.data.loader import Augmentation, Batching, DeviceLoader, Normalization
 from reslab.data.passed import PassedData, is_passed
 from reslab.data.stats import stats_of_chunks
 from reslab.data.streaming import FolderImages, Images, StreamLoader, quiet_generator
@@ -47,19 +47,19 @@ BEST_SEED_OFFSET = 1  # the --keep-best split's seed is split_seed + 1: not the 
 
 @dataclass
 class RunData:
-    """The splits on the device and what config.json records about them (a streamed source's loaders are
-    StreamLoaders, with the same interface)."""
+    """The splits on the device and what config.json records about them (the loaders are DeviceLoaders, or
+    StreamLoaders for a streamed source: both :class:`~reslab.data.loader.Batching`)."""
 
-    train: DeviceLoader  # shuffled, augmented, this rank's shard of every global batch
-    eval_train: DeviceLoader  # the whole train split, in order, no augmentation (the paper's training error)
-    eval_test: DeviceLoader
+    train: Batching  # shuffled, augmented, this rank's shard of every global batch
+    eval_train: Batching  # the whole train split, in order, no augmentation (the paper's training error)
+    eval_test: Batching
     norm: Normalization
-    augment: str
+    augment: Augmentation
     classes: list[str]
     image_shape: tuple[int, int, int]
     source: str
     batch_size: int  # the global batch: the run's, or the small-data rule's
-    eval_best: DeviceLoader | None = None  # --keep-best: the held-out training images, in order
+    eval_best: Batching | None = None  # --keep-best: the held-out training images, in order
     fingerprint: str | None = None  # data passed in memory: what a resume must be given again
     notes: list[str] = field(default_factory=list)  # lines for the start of the run
 
@@ -213,13 +213,13 @@ def _streamed(spec: DataSpec, rt: Runtime, passed: PassedData | None) -> RunData
     if spec.val_split:  # N training images (seeded, stratified) as the test split, as ``holdout`` does
         keep, hold = stratified_holdout(train.labels, spec.val_split, spec.split_seed)
         train, test = train.subset(keep), train.subset(hold)
-    best = None
+    best: Images | None = None
     if spec.keep_best:
         keep, hold = best_holdout(train.labels, spec.best_split, spec.split_seed)
         train, best = train.subset(keep), train.subset(hold)
     batch = _batch(spec, rt, len(train), notes)
     norm = _stats_norm(train, spec, workers)
-    augment = augment if spec.augment == "auto" else spec.augment
+    chosen = augment if spec.augment == "auto" else spec.augment
     common: dict[str, Any] = dict(
         batch_size=batch, norm=norm, device=rt.device, channels_last=rt.channels_last,
         rank=rt.rank, world_size=rt.world_size, workers=workers,
@@ -230,11 +230,11 @@ def _streamed(spec: DataSpec, rt: Runtime, passed: PassedData | None) -> RunData
             f"budget: streaming {where} with {workers} worker(s)\n"
         )
     return RunData(
-        train=StreamLoader(train, shuffle=True, augment=augment, seed=spec.seed, drop_last=True, **common),
+        train=StreamLoader(train, shuffle=True, augment=chosen, seed=spec.seed, drop_last=True, **common),
         eval_train=StreamLoader(train, **common),
         eval_test=StreamLoader(test, **common),
         norm=norm,
-        augment=augment,
+        augment=chosen,
         classes=classes,
         image_shape=train.shape,
         source=source,

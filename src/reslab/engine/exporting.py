@@ -49,6 +49,9 @@ class Uint8Input(nn.Module):
     The same arithmetic as ``Normalization.apply`` in ``reslab predict`` (``x * scale + shift`` in float32).
     """
 
+    scale: torch.Tensor  # buffers, so typed here: nn.Module's __getattr__ returns Tensor | Module
+    shift: torch.Tensor
+
     def __init__(self, model: nn.Module, norm: Normalization) -> None:
         super().__init__()
         self.model = model
@@ -200,11 +203,12 @@ def export_run(
     if not target.parent.is_dir():
         raise ConfigError(f"directory {target.parent} does not exist; create it or choose another --out")
     example = torch.zeros(EXAMPLE_BATCH, *info.input_shape)  # (B, C, H, W)
+    exported: nn.Module = model
     if uint8_input:
-        model, example = Uint8Input(model, info.norm).eval(), example.to(torch.uint8)
+        exported, example = Uint8Input(model, info.norm).eval(), example.to(torch.uint8)
     meta = json.dumps(export_metadata(info, uint8_input))
     try:
-        data = WRITERS[format](model, example, meta)
+        data = WRITERS[format](exported, example, meta)
     except ModuleNotFoundError as err:  # the new exporter also wants onnxscript
         raise ConfigError(f"{ONNX_HINT} (missing module {err.name})") from None
     write_atomic(target, data, "export file")  # a full disk: one line, the old file kept, nothing left

@@ -90,6 +90,7 @@ def compiled(model: torch.nn.Module, plan: GraphPlan) -> torch.nn.Module:
     """The model as the plan runs it: itself, or torch.compile'd in the plan's mode."""
     if plan.compile_mode is None:
         return model
+    # torch's stubs type the result as a plain callable; for a module it is an OptimizedModule, a Module
     return torch.compile(model, mode=plan.compile_mode)  # type: ignore[return-value]
 
 

@@ -60,7 +60,8 @@ def evaluate_model(
         broadcast_buffers(model)
     was_training = model.training
     model.eval()
-    loss_sum = correct1 = correct5 = counts = None
+    sums: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # loss, top-1 hits, top-5 hits
+    counts: torch.Tensor | None = None
     n = 0
     try:
         for x, y in loader:
@@ -74,10 +75,7 @@ def evaluate_model(
             hits = top == y.view(-1, 1)  # (B, k)
             # Accumulate on the device: no .item() per batch.
             batch = (F.cross_entropy(logits, y, reduction="sum"), hits[:, 0].sum(), hits.any(1).sum())
-            if loss_sum is None:
-                loss_sum, correct1, correct5 = batch
-            else:
-                loss_sum, correct1, correct5 = loss_sum + batch[0], correct1 + batch[1], correct5 + batch[2]
+            sums = batch if sums is None else (sums[0] + batch[0], sums[1] + batch[1], sums[2] + batch[2])
             if num_classes is not None:  # matrix[true][predicted], flattened: one bincount per batch
                 flat = torch.bincount(y * num_classes + top[:, 0], minlength=num_classes * num_classes)
                 counts = flat if counts is None else counts + flat
@@ -85,25 +83,31 @@ def evaluate_model(
     finally:
         model.train(was_training)
     if distributed:
-        loss_sum, correct1, correct5, n = _over_ranks(model, loss_sum, correct1, correct5, n)
-    if n == 0 or loss_sum is None:
+        loss_sum, correct1, correct5, n = _over_ranks(model, sums, n)
+    elif sums is None:  # no image (n is 0)
+        loss_sum, correct1, correct5 = 0.0, 0, 0
+    else:
+        loss_sum, correct1, correct5 = float(sums[0]), int(sums[1]), int(sums[2])
+    if n == 0:
         return EvalResult(float("nan"), float("nan"), float("nan"), 0)
     matrix = counts.view(num_classes, num_classes).tolist() if counts is not None and num_classes else None
     return EvalResult(
-        loss=float(loss_sum) / n,
-        error=(n - int(correct1)) / n,  # not 1 - c/n: no 0.025000000000000022 in the logs
-        top5_error=(n - int(correct5)) / n,
+        loss=loss_sum / n,
+        error=(n - correct1) / n,  # not 1 - c/n: no 0.025000000000000022 in the logs
+        top5_error=(n - correct5) / n,
         n=n,
         confusion=matrix,
     )
 
 
-def _over_ranks(model: torch.nn.Module, loss: Any, top1: Any, top5: Any, n: int) -> tuple[Any, Any, Any, int]:
+def _over_ranks(
+    model: torch.nn.Module, sums: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None, n: int
+) -> tuple[float, int, int, int]:
     """Sums over ranks of (loss, top-1 hits, top-5 hits, images), in one all_reduce."""
     from reslab.engine.devices.distributed import all_reduce_sum
 
     zero = torch.zeros((), device=next(iter(model.parameters())).device)
-    parts = [zero, zero, zero] if loss is None else [loss, top1, top5]
+    parts = [zero, zero, zero] if sums is None else list(sums)
     local = torch.stack([p.double() for p in parts] + [zero.double() + n])
     total = all_reduce_sum(local).tolist()
     return total[0], round(total[1]), round(total[2]), round(total[3])
@@ -228,8 +232,7 @@ def _save_class_errors(report: EvalReport, info: RunInfo, out: str | Path | None
     """class_errors.json and confusion.png in ``out`` (or the run directory, whose report.html then shows
     them); a run directory that cannot be written costs a warning, an ``out`` that cannot is an error."""
     from reslab.confusion import write_class_errors
-    from reslab.engine.store.best import warn_line
-    from reslab.errors import ReslabError, StorageError
+    from reslab.errors import ReslabError, StorageError, warn_line
 
     assert report.class_errors is not None
     where = Path(out).expanduser() if out is not None else (info.run_dir or info.weights.parent)
@@ -357,5 +360,6 @@ def predict(
 def _as_trained(model: torch.nn.Module, info: RunInfo) -> torch.nn.Module:
     """The model in the memory format it was trained in (convolutions pick their kernels by it)."""
     if info.channels_last and any(isinstance(m, torch.nn.Conv2d) for m in model.modules()):
-        return model.to(memory_format=torch.channels_last)
+        # torch's stubs omit Module.to(memory_format=...), which torch has
+        return model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     return model

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from reslab.data.loader import DeviceLoader
+from reslab.data.loader import Batching, DeviceLoader
 from reslab.data.passed import passed_data
 from reslab.engine import graphs
 from reslab.engine.config import TrainConfig
@@ -36,7 +36,7 @@ from reslab.engine.sizing import auto_epochs, length_notes
 from reslab.engine.specs import RunSpecs, resolve
 from reslab.engine.step import Interval, NonFiniteStep, StepState
 from reslab.engine.store import rundir
-from reslab.engine.store.best import BestWeights, warn_line
+from reslab.engine.store.best import BestWeights
 from reslab.engine.store.checkpoint import (
     list_checkpoints,
     load_latest_checkpoint,
@@ -44,7 +44,7 @@ from reslab.engine.store.checkpoint import (
     weights_bytes,
 )
 from reslab.engine.store.runs import RunResult, run_metadata
-from reslab.errors import CheckpointError, ConfigError, DivergedError
+from reslab.errors import CheckpointError, ConfigError, DivergedError, warn_line
 from reslab.settings import api_config, require_config
 
 Callback = Callable[[dict[str, Any]], None]
@@ -261,7 +261,7 @@ class _Run:
                 record = {
                     "iteration": err.iteration,
                     "message": str(diverged),
-                    "last": (self.history or [None])[-1],
+                    "last": self.history[-1] if self.history else None,
                 }
                 rundir.atomic_write_bytes(self.run_dir / rundir.DIVERGED, rundir.strict_json(record).encode())
                 self._report()
@@ -328,7 +328,7 @@ class _Run:
             distributed.reduce_interval(self.interval)  # the training figures of the global batches
         train_loss, train_error, images_per_s = self.interval.figures()
         test = self._evaluate(self.data.eval_test)
-        metrics = {
+        metrics: dict[str, Any] = {
             "iteration": self.it,
             "epoch": round(self.it / self.steps_per_epoch, 4),
             "lr": lr,
@@ -405,7 +405,7 @@ class _Run:
     def _seconds(self) -> float:
         return self.seconds_before + time.perf_counter() - self.started
 
-    def _evaluate(self, loader: DeviceLoader) -> EvalResult:
+    def _evaluate(self, loader: Batching) -> EvalResult:
         return evaluate_model(
             self.fwd, loader, amp_dtype=self.rt.amp_dtype, distributed=self.rt.world_size > 1
         )

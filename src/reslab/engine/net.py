@@ -35,7 +35,7 @@ from reslab.engine.specs import NetSpec
 from reslab.errors import ConfigError
 
 TIGHT = 0.5  # a CPU run whose estimate exceeds this share of free memory trades speed for a smaller peak
-_EVAL_ONLY: dict[type, type] = {}
+_EVAL_ONLY: dict[type[_BatchNorm], type[_BatchNorm]] = {}
 
 
 def load_init(model: nn.Module, source: str | None, input_shape: tuple[int, ...] = ()) -> list[str]:
@@ -76,14 +76,16 @@ def _trained_shape(source: str) -> tuple[int, ...] | None:
         return None
 
 
-def _eval_only(cls: type) -> type:
+def _eval_only(cls: type[_BatchNorm]) -> type[_BatchNorm]:
     """A subclass of the BatchNorm class ``cls`` whose ``train()`` always leaves it in eval mode."""
     if cls not in _EVAL_ONLY:
 
-        def train(self: nn.Module, mode: bool = True) -> nn.Module:
+        def train(self: _BatchNorm, mode: bool = True) -> _BatchNorm:
             return super(frozen, self).train(False)  # running statistics fixed, as FrozenBatchNorm2d
 
-        frozen = type(f"Frozen{cls.__name__}", (cls,), {"train": train, "__module__": __name__})
+        frozen: type[_BatchNorm] = type(
+            f"Frozen{cls.__name__}", (cls,), {"train": train, "__module__": __name__}
+        )
         _EVAL_ONLY[cls] = frozen
     return _EVAL_ONLY[cls]
 
@@ -162,7 +164,8 @@ def build_net(
         mem, free, batch_size=spec.batch_size, device=rt.device,
         checkpointing=spec.activation_checkpointing, warn=quiet,
     )  # fmt: skip
-    model = model.to(
+    # torch's stubs omit Module.to(memory_format=...), which torch has
+    model = model.to(  # type: ignore[call-overload]
         rt.device, memory_format=torch.channels_last if rt.channels_last else torch.preserve_format
     )
     notes = [] if spec.resumed else load_init(model, spec.init_from, input_shape)  # before optimizer, DDP

@@ -11,7 +11,7 @@ import contextlib
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 import torch
 from torch import nn
@@ -162,6 +162,13 @@ def lr_at(it: int, plan: LrPlan) -> float:
 WARMUP_WINDOW = 10  # batches whose training error the adaptive warm-up watches
 
 
+class WarmupState(TypedDict, total=False):
+    """An :class:`AdaptiveWarmup` in a checkpoint (either key may be missing: read with defaults)."""
+
+    errors: list[float]
+    ended_at: int | None
+
+
 @dataclass
 class AdaptiveWarmup:
     """The paper's warm-up rule (He et al. 2015, Sec. 4.2, for 110 and 1,202 layers): "we use 0.01 to warm up
@@ -195,13 +202,13 @@ class AdaptiveWarmup:
             return plan
         return dataclasses.replace(plan, warmup_iters=min(self.ended_at, plan.total))
 
-    def to_state(self) -> dict[str, object]:
+    def to_state(self) -> WarmupState:
         return {"errors": list(self.errors), "ended_at": self.ended_at}
 
     @classmethod
-    def from_state(cls, state: dict[str, object] | None, until_error: float) -> AdaptiveWarmup:
+    def from_state(cls, state: WarmupState | None, until_error: float) -> AdaptiveWarmup:
         if not state:
             return cls(until_error)
         ended = state.get("ended_at")
-        errors = [float(e) for e in state.get("errors", [])]  # type: ignore[attr-defined]
-        return cls(until_error, errors, None if ended is None else int(ended))  # type: ignore[call-overload]
+        errors = [float(e) for e in state.get("errors", [])]
+        return cls(until_error, errors, None if ended is None else int(ended))

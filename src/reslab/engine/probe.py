@@ -80,7 +80,9 @@ class Probe:
 
     def __init__(self, cfg: TrainConfig, *, data: tuple[DataSpec, RunData] | None = None) -> None:
         self.specs: RunSpecs = resolve(replace(cfg, resume=None, progress="off", logger=()))
-        self._restore = _untouched(resolve_device(self.specs.runtime.device))
+        self._restore: contextlib.AbstractContextManager[None] | None = _untouched(
+            resolve_device(self.specs.runtime.device)
+        )
         self._restore.__enter__()
         t0 = time.perf_counter()
         try:
@@ -88,8 +90,8 @@ class Probe:
             if self.rt.device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(self.rt.device)
             seed_everything(self.specs.data.seed)
-            self.data = data[1] if data is not None and _same_data(data[0], self.specs.data) else None
-            self.data = self.data or load_data(self.specs.data, self.rt)
+            given = data[1] if data is not None and _same_data(data[0], self.specs.data) else None
+            self.data: RunData = given or load_data(self.specs.data, self.rt)
             self._build()
         except BaseException:
             self.close()
@@ -190,7 +192,7 @@ class Probe:
             torch.cuda.empty_cache()
         if self._restore is not None:
             self._restore.__exit__(None, None, None)
-            self._restore = None  # type: ignore[assignment]
+            self._restore = None
 
     def __enter__(self) -> Probe:
         return self

@@ -6,7 +6,10 @@ import importlib.util
 import math
 import sys
 import time
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 # The bar's live figures need a host sync on GPUs; refresh them at most this often.
 BAR_REFRESH_S = 0.5
@@ -15,7 +18,7 @@ BAR_REFRESH_S = 0.5
 def in_notebook() -> bool:
     """True inside a Jupyter kernel (where stderr is not a terminal but a bar still displays)."""
     ipython = sys.modules.get("IPython")
-    shell = ipython.get_ipython() if ipython is not None else None  # type: ignore[attr-defined]
+    shell = ipython.get_ipython() if ipython is not None else None
     return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
 
 
@@ -28,13 +31,15 @@ def resolve_mode(mode: str, stream: TextIO | None = None) -> str:
     return "bar" if (isatty is not None and isatty()) or in_notebook() else "lines"
 
 
-def tqdm_class() -> Any:
+def tqdm_class() -> type[tqdm[Any]]:
     """tqdm's notebook widget in Jupyter when ipywidgets is installed, else the text bar."""
     if in_notebook() and importlib.util.find_spec("ipywidgets") is not None:
-        from tqdm.notebook import tqdm
-    else:
-        from tqdm import tqdm
-    return tqdm
+        from tqdm.notebook import tqdm as notebook_tqdm
+
+        return notebook_tqdm
+    from tqdm import tqdm as text_tqdm
+
+    return text_tqdm
 
 
 def _fmt(metrics: dict[str, Any]) -> str:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from reslab.data.passed import PREFIX, PassedData, is_passed
-from reslab.engine.config import DEFAULT_BATCH, DEFAULT_EPOCHS, TrainConfig
+from reslab.engine.config import DEFAULT_BATCH, DEFAULT_EPOCHS, Augment, Normalize, TrainConfig
 from reslab.errors import ConfigError
 from reslab.settings import field_default, fields_of
 
@@ -35,8 +35,8 @@ class DataSpec:
     val_split: int | None  # N training images held out as the test split
     split_seed: int
     image_size: int | None  # folders: shorter side scaled to N, then an NxN centre crop
-    normalize: str  # channel | pixel
-    augment: str  # auto | none | crop | crop_flip
+    normalize: Normalize
+    augment: Augment  # auto: the dataset's own default
     batch_size: int  # global batch, split over processes
     batch_auto: bool  # left at its default in a new run: the small-data rule may lower it (engine.sizing)
     resumed: bool  # a resumed run: its batch and splits are the run's own, said when it started

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 import torch
 import torch.nn.functional as F
@@ -81,6 +82,15 @@ def step_finite(st: StepState, loss: torch.Tensor) -> torch.Tensor:
     return finite & grads_finite(st.params)
 
 
+class IntervalState(TypedDict):
+    """An :class:`Interval` in a checkpoint (its tensors on the CPU)."""
+
+    loss_sum: torch.Tensor
+    correct: torch.Tensor
+    images: int
+    steps: int
+
+
 @dataclass
 class Interval:
     """Training figures since the last evaluation point, summed on the device (no host sync per step)."""
@@ -122,7 +132,7 @@ class Interval:
         seconds = max(time.perf_counter() - self.started, 1e-9)
         return float(self.loss_sum) / n, (self.images - int(self.correct)) / n, self.images / seconds
 
-    def to_state(self) -> dict[str, object]:
+    def to_state(self) -> IntervalState:
         return {
             "loss_sum": self.loss_sum.detach().cpu(),
             "correct": self.correct.detach().cpu(),
@@ -131,9 +141,9 @@ class Interval:
         }
 
     @classmethod
-    def from_state(cls, state: dict[str, object], device: torch.device) -> Interval:
+    def from_state(cls, state: IntervalState, device: torch.device) -> Interval:
         out = cls.zeros(device)
-        out.loss_sum += state["loss_sum"].to(device)  # type: ignore[attr-defined]
-        out.correct += state["correct"].to(device)  # type: ignore[attr-defined]
-        out.images, out.steps = int(state["images"]), int(state["steps"])  # type: ignore[call-overload]
+        out.loss_sum += state["loss_sum"].to(device)
+        out.correct += state["correct"].to(device)
+        out.images, out.steps = int(state["images"]), int(state["steps"])
         return out

@@ -25,12 +25,14 @@ from pathlib import Path
 from typing import Any
 
 from reslab.engine import TrainConfig
+from reslab.engine.config import Device
 from reslab.engine.store.rundir import DIVERGED
 from reslab.engine.store.runs import read_run_result
 from reslab.errors import ConfigError, TrainingError
 
 OnDone = Callable[[int, object], None]
 WORKER = "reslab.engine.devices.worker"
+_KINDS: dict[str, Device] = {"cpu": "cpu", "cuda": "cuda", "mps": "mps"}  # a slot names its device
 
 
 def cpu_share(devices: Sequence[str]) -> int:
@@ -52,12 +54,14 @@ def train_on_devices(
         on_done: called as ``on_done(index, result)`` when a run finishes (e.g. to save sweep results).
 
     Raises:
-        ConfigError: no devices, or runs without distinct ``out``. TrainingError: after all runs ended, if
+        ConfigError: no devices, a device that is not cpu, cuda[:N] or mps, or runs without distinct
+        ``out``. TrainingError: after all runs ended, if
         any failed (its one-line message; the other runs' results are on disk and were reported). A run
         that diverged is not a failure: its result is None and its ``diverged.json`` says where it stopped.
     """
     if not devices:
         raise ConfigError("no devices given; pass e.g. devices=['cuda:0', 'cuda:1'] or ['cpu']")
+    kinds = {d: _kind(d) for d in devices}
     outs = [c.out for c in configs]
     if any(o is None for o in outs) or len({str(Path(o).resolve()) for o in outs if o}) != len(outs):
         raise ConfigError("each run needs its own out directory to run concurrently; set TrainConfig.out")
@@ -70,7 +74,7 @@ def train_on_devices(
     share = cpu_share(devices)
 
     def one(worker: Worker, device: str, i: int) -> None:
-        code, result, error = _run_one(worker, configs[i], device, share)
+        code, result, error = _run_one(worker, configs[i], kinds[device], share)
         with lock:
             if code == 0:
                 results[i] = result
@@ -179,10 +183,18 @@ class Worker:
                 self.proc.wait()
 
 
-def _run_one(worker: Worker, cfg: TrainConfig, device: str, share: int) -> tuple[int, object, str]:
-    """Train one config in ``worker`` on ``device``: (exit code, RunResult or None, one-line error)."""
-    kind = device.partition(":")[0]
-    cfg = replace(cfg, device=kind, progress="off")  # type: ignore[arg-type]
+def _kind(device: str) -> Device:
+    """The kind of a device slot (``cuda:1`` -> ``cuda``: its worker process sees that GPU alone)."""
+    kind = _KINDS.get(device.partition(":")[0])
+    if kind is None:
+        raise ConfigError(f"unknown device {device!r}; use cpu, cuda, cuda:N or mps")
+    return kind
+
+
+def _run_one(worker: Worker, cfg: TrainConfig, kind: Device, share: int) -> tuple[int, object, str]:
+    """Train one config in ``worker`` on a device of ``kind``: (exit code, RunResult or None, one-line
+    error)."""
+    cfg = replace(cfg, device=kind, progress="off")
     if kind == "cpu" and cfg.num_threads is None:
         cfg = replace(cfg, num_threads=share)
     reply = worker.ask({"config": cfg.to_dict()})
@@ -193,7 +205,8 @@ def _run_one(worker: Worker, cfg: TrainConfig, device: str, share: int) -> tuple
         return 0, None, ""  # a run that diverged is a result of the sweep, recorded in its directory
     if code != 0:
         return code, None, str(reply.get("error") or f"exit code {code}")
-    return 0, read_run_result(Path(cfg.out)), ""  # type: ignore[arg-type]
+    assert cfg.out is not None  # train_on_devices checked that every run has its own out
+    return 0, read_run_result(Path(cfg.out)), ""
 
 
 def measure_concurrency(
@@ -204,10 +217,10 @@ def measure_concurrency(
     ``n`` worker processes build the run's step (as training would, see :class:`~reslab.engine.probe.Probe`),
     wait until all are ready, then each steps for about ``seconds``. Raises TrainingError when a probe fails.
     """
+    kind = _kind(device)
     workers = [Worker(device) for _ in range(max(counts))]
     rates: dict[int, float] = {}
-    kind = device.partition(":")[0]
-    probe = replace(cfg, device=kind, progress="off")  # type: ignore[arg-type]
+    probe = replace(cfg, device=kind, progress="off")
     request = json.dumps({"probe": probe.to_dict(), "seconds": seconds})
     try:
         for n in counts:

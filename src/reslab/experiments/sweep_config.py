@@ -260,7 +260,9 @@ class SweepSettings(TrainOverrides, SweepFlags):
         preset's parallel CPU processes could not reach it)."""
         if passed is None or not self.devices or len(self.devices) < 2:
             return self
-        return replace(self, devices=None)
+        # SweepSettings is no dataclass itself (each sweep's config is): a type checker reads replace()'s
+        # keywords off its first dataclass base, TrainOverrides, so this SweepFlags field goes by name.
+        return replace(self, **{"devices": None})
 
     def passed_settings(self, passed: PassedData | None) -> dict[str, Any]:
         """What the sweep file records of data passed in memory (call on a resolved config): its

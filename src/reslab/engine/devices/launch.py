@@ -16,10 +16,15 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from reslab.engine.config import TrainConfig
 from reslab.engine.devices.distributed import local_batch
 from reslab.errors import ConfigError
+
+if TYPE_CHECKING:
+    from torch.distributed.elastic.multiprocessing.errors import ProcessFailure
 
 # Worker exit codes of the reslab CLI that carry meaning (2 = bad input, 3 = training failed, 130 = Ctrl-C).
 _CLI_CODES = (2, 3, 130)
@@ -39,7 +44,7 @@ def torchrun_args(cfg: TrainConfig, nproc: int) -> list[str]:
     ]
 
 
-def describe_failure(failures: dict[int, object]) -> tuple[str, int]:
+def describe_failure(failures: Mapping[int, ProcessFailure]) -> tuple[str, int]:
     """(one line, exit code) for torchrun's ``ChildFailedError.failures`` ({rank: ProcessFailure})."""
     # torchrun SIGTERMs the survivors itself: the root cause is a failure other than that, the earliest.
     causes = [r for r in failures if getattr(failures[r], "exitcode", 1) != -15] or list(failures)
@@ -48,7 +53,7 @@ def describe_failure(failures: dict[int, object]) -> tuple[str, int]:
     if code < 0:
         how = f"was killed by signal {-code}"
         with contextlib.suppress(Exception):
-            how = f"was killed by {failures[first].signal_name()}"  # type: ignore[attr-defined]
+            how = f"was killed by {failures[first].signal_name()}"
         return f"rank {first} {how}; torchrun stopped the other ranks", 1
     others = "" if len(failures) == 1 else f" ({len(failures) - 1} other rank(s) failed too)"
     line = f"rank {first} exited with code {code}{others}; torchrun stopped the job (its message is above)"
@@ -74,7 +79,7 @@ def launch_torchrun(cfg: TrainConfig, nproc: int) -> int:
     try:
         torchrun(parse_args(torchrun_args(cfg, nproc)))
     except ChildFailedError as err:
-        line, code = describe_failure(err.failures)  # type: ignore[arg-type]
+        line, code = describe_failure(err.failures)
         if code not in _CLI_CODES:  # a reslab error already said what happened, in the rank's own line
             sys.stderr.write(f"reslab: error: {line}\n")
         return code

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import random
 from dataclasses import dataclass
+from typing import TypedDict
 
 import numpy as np
 import torch
@@ -107,16 +108,27 @@ def autocast(rt: Runtime, *, cache: bool = True) -> contextlib.AbstractContextMa
     return torch.autocast(device_type=rt.device.type, dtype=rt.amp_dtype, cache_enabled=cache)
 
 
-def rng_state(device: torch.device) -> dict[str, object]:
+class _CpuRngState(TypedDict):
+    torch: torch.Tensor  # the CPU generator's state: always there
+
+
+class RngState(_CpuRngState, total=False):
+    """RNG states in a checkpoint: torch's CPU generator, and from a CUDA run each GPU's."""
+
+    cuda: list[torch.Tensor]
+
+
+def rng_state(device: torch.device) -> RngState:
     """RNG states to save with a checkpoint (tensors only, so ``weights_only`` loading accepts them)."""
-    state: dict[str, object] = {"torch": torch.get_rng_state()}
+    state: RngState = {"torch": torch.get_rng_state()}
     if device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def set_rng_state(state: dict[str, object], device: torch.device) -> None:
-    torch.set_rng_state(state["torch"])  # type: ignore[arg-type]
-    if device.type == "cuda" and state.get("cuda") is not None:
+def set_rng_state(state: RngState, device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    cuda = state.get("cuda")
+    if device.type == "cuda" and cuda is not None:
         with contextlib.suppress(Exception):  # a different GPU count: keep the fresh states
-            torch.cuda.set_rng_state_all(state["cuda"])  # type: ignore[arg-type]
+            torch.cuda.set_rng_state_all(cuda)

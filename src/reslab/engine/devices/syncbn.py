@@ -32,7 +32,7 @@ class _AllReduceSum(torch.autograd.Function):
 
 def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
     """Autograd-aware element-wise sum over ranks."""
-    return _AllReduceSum.apply(x)  # type: ignore[no-any-return]
+    return _AllReduceSum.apply(x)
 
 
 class GlobalBatchNorm(_BatchNorm):

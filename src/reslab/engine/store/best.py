@@ -14,7 +14,6 @@ best weights after it leaves the checkpoint's own weights as the best: restoring
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -128,7 +127,3 @@ def select_weights(run: str | Path, weights: str | None) -> Path:
             "with --keep-best"
         )
     return best
-
-
-def warn_line(text: str) -> None:
-    sys.stderr.write(f"reslab: warning: {text}\n")

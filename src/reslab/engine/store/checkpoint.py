@@ -15,7 +15,6 @@ import io
 import json
 import os
 import shutil
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,7 @@ from reslab.engine.store.rundir import (
     fsync_dir,
     storage_error,
 )
-from reslab.errors import CheckpointError
+from reslab.errors import CheckpointError, warn_line
 from reslab.files import MAX_JSON_BYTES, own_folder, read_bounded, read_text_bounded
 from reslab.models.weights import MAX_WEIGHTS_BYTES, WEIGHTS_CHECKSUM, tensor_data_sha256
 
@@ -165,14 +164,14 @@ def load_latest_checkpoint(
     run_dir: Path, warn: Callable[[str], None] | None = None
 ) -> tuple[Path, dict[str, torch.Tensor], dict[str, Any]]:
     """Newest checkpoint that loads; a broken newer one is reported through ``warn`` and skipped."""
-    warn = warn or (lambda msg: sys.stderr.write(f"reslab: warning: {msg}\n"))
+    say = warn or warn_line
     errors: list[str] = []
     for ckpt in list_checkpoints(run_dir):
         try:
             weights, state = load_checkpoint(ckpt)
         except CheckpointError as err:
             errors.append(str(err))
-            warn(f"{err}; falling back to the previous checkpoint")
+            say(f"{err}; falling back to the previous checkpoint")
             continue
         return ckpt, weights, state
     detail = f" ({errors[-1]})" if errors else ""

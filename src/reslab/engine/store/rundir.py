@@ -53,7 +53,7 @@ DIVERGED = "diverged.json"  # written instead of summary.json when the run stopp
 CKPT_DIR = "checkpoints"
 # Written beside them: report.html (reslab.reports), class_errors.json + confusion.png (reslab eval),
 # best.safetensors (--keep-best, reslab.engine.store.best).
-RUN_FILES = (CONFIG, METRICS, WEIGHTS, SUMMARY, DIVERGED)
+RUN_FILES: tuple[str, ...] = (CONFIG, METRICS, WEIGHTS, SUMMARY, DIVERGED)
 RUN_FILES += ("report.html", "class_errors.json", "confusion.png", "best.safetensors")
 
 

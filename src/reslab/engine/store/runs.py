@@ -6,10 +6,9 @@ import dataclasses
 import json
 import math
 import platform
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -18,9 +17,12 @@ from reslab.data.loader import Normalization
 from reslab.engine.config import TrainConfig
 from reslab.engine.store.checkpoint import load_latest_checkpoint
 from reslab.engine.store.rundir import CONFIG, WEIGHTS
-from reslab.errors import CheckpointError, ConfigError, ReslabError
+from reslab.errors import CheckpointError, ConfigError, ReslabError, warn_line
 from reslab.files import MAX_JSON_BYTES, check_regular_file, read_text_bounded
 from reslab.models.weights import read_state_dict
+
+if TYPE_CHECKING:
+    from reslab.models.nets import StagedNet
 
 
 @dataclass
@@ -249,7 +251,7 @@ def _locate(path: Path) -> tuple[Path, Path | None, Path | None]:
     )
 
 
-def build_from_meta(meta: dict[str, Any]) -> tuple[torch.nn.Module, TrainConfig]:
+def build_from_meta(meta: dict[str, Any]) -> tuple[StagedNet, TrainConfig]:
     from reslab.models import build_model
 
     cfg = TrainConfig.from_dict(meta["config"])
@@ -265,7 +267,7 @@ def build_from_meta(meta: dict[str, Any]) -> tuple[torch.nn.Module, TrainConfig]
 
 def load_run(
     path: str | Path, *, device: torch.device | str = "cpu", warn: Any = None
-) -> tuple[torch.nn.Module, RunInfo]:
+) -> tuple[StagedNet, RunInfo]:
     """Rebuild a trained model in eval mode from a run directory or a weights file with a sidecar config.
 
     Accepts ``RUN_DIR`` (its ``model.safetensors``, else its newest good checkpoint), ``X.safetensors`` and
@@ -282,9 +284,7 @@ def load_run(
         except CheckpointError as err:
             if run_dir is None or weights_path != run_dir / WEIGHTS:
                 raise
-            (warn or (lambda m: sys.stderr.write(f"reslab: warning: {m}\n")))(
-                f"{err}; using the last checkpoint"
-            )
+            (warn or warn_line)(f"{err}; using the last checkpoint")
             weights_path = None
     if weights_path is None:
         assert run_dir is not None
@@ -299,12 +299,13 @@ def load_run(
     info = RunInfo(
         config=cfg,
         classes=list(data["classes"]),
-        input_shape=tuple(data["input_shape"]),  # type: ignore[arg-type]
+        input_shape=tuple(data["input_shape"]),
         norm=Normalization.from_dict(data["normalization"]),
         run_dir=run_dir,
         weights=weights_path,
     )
-    runtime = meta.get("runtime") if isinstance(meta.get("runtime"), dict) else {}
+    found = meta.get("runtime")
+    runtime: dict[str, Any] = found if isinstance(found, dict) else {}
     if runtime.get("precision") in ("fp32", "bf16", "fp16"):
         info.precision = runtime["precision"]
     info.channels_last = runtime.get("channels_last") is True
