@@ -51,9 +51,9 @@ def test_every_run_writes_its_report_and_overwrite_removes_the_new_files(best_ru
 
 
 def test_a_diverged_run_writes_its_report(tmp_path: Path, monkeypatch) -> None:
-    import reslab.engine.loop as loop
+    import reslab.engine.graphs as steps  # the loop's step (eager on a CPU) calls train_step there
 
-    real = loop.train_step
+    real = steps.train_step
 
     def poisoned(state, x, y, *, lr, iteration):  # type: ignore[no-untyped-def]
         out = real(state, x, y, lr=lr, iteration=iteration)
@@ -61,7 +61,7 @@ def test_a_diverged_run_writes_its_report(tmp_path: Path, monkeypatch) -> None:
             next(p for p in state.params).data.fill_(float("nan"))
         return out
 
-    monkeypatch.setattr(loop, "train_step", poisoned)
+    monkeypatch.setattr(steps, "train_step", poisoned)
     with pytest.raises(DivergedError):
         train(tiny(tmp_path / "r", iterations=12, eval_every=4))
     assert "diverged at iteration 7" in read_report(tmp_path / "r" / "report.html").verdict

@@ -216,7 +216,7 @@ def test_the_root_or_home_folder_is_no_out_for_any_command(
     monkeypatch.setenv("HOME", str(home))
     args = {
         "compare": ["--family", "mlp", "--depths", "1", "--iterations", "2", "--progress", "off"],
-        "gradients": ["--models", "plainmlp1,resmlp1", "--steps", "0"],
+        "gradients": ["plainmlp1", "resmlp1", "--steps", "0"],
     }[command]
     assert exit_code([command, *args, "--dataset", "synthetic:1x12x12", "--out", str(home)]) == 2
     assert "is not a folder of its own" in one_line_error(capsys)

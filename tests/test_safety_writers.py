@@ -201,7 +201,7 @@ def test_an_analysis_json_that_is_a_link_is_refused(
     out = tmp_path / "g"
     out.mkdir()
     (out / "gradients.json").symlink_to(mine)
-    argv = ["gradients", "--models", "plainmlp1,resmlp1", "--dataset", "synthetic:1x12x12", "--out", str(out)]
+    argv = ["gradients", "plainmlp1", "resmlp1", "--dataset", "synthetic:1x12x12", "--out", str(out)]
     assert exit_code([*argv, "--batch-size", "16", "--steps", "0"]) == 2
     assert "symbolic link" in one_line_error(capsys)
     assert mine.read_text() == "{}"
