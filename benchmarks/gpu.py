@@ -16,13 +16,15 @@ only on time to spare:
    images/s and each one's ratio to eager.
 3. ``reslab compare --preset deep --device cuda``: wall time (runs per GPU: auto), and its printed estimate;
    on time to spare the same with ``--runs-per-device 1``.
+3b. ``reslab compare --preset full --device cuda`` (full width, 20 to 1,202 layers): its table, figures and
+   wall time (copied beside the JSON, in widths/).
 4. the paper preset's Fig. 6 sweep (10 runs of 64k steps): its estimate from timed steps of each depth (on
    CIFAR-shaped synthetic data: no download here) and from the measured throughput of 1, 2 and 4 runs side
    by side (:func:`reslab.experiments.scheduler.measure_concurrency`), with the count ``auto`` would choose.
 5. resnet50 at 224, batch ``--batch``, bf16 + channels_last: reslab's engine step vs torchvision's resnet50
    (same weights, outputs checked; skipped without torchvision), eager and captured; compiled on time to
    spare. Images/s, "%roof" against the measured bf16 roofline (asserted <= 100%), MFU against 989 TFLOP/s.
-6. ``reslab compare --preset full --device cuda`` (full width, 20 to 1,202 layers): its table and wall time.
+A section that raises is recorded (its error and traceback in the JSON) and the next one starts.
 Timing: CUDA events with synchronisation (perf_counter on a CPU); warm-up (capture, compile) before timing.
 """
 
@@ -33,6 +35,8 @@ import copy
 import gc
 import sys
 import time
+import traceback
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -46,13 +50,15 @@ from reslab.models import build_model, summarize
 
 DATASHEET_BF16_TFLOPS = 989.0  # H100/H200 SXM dense bf16 (no sparsity): printed beside the measured roofline
 # Seconds each section needs to start on an H200 (0 with --tiny): measured sections are sized to fit.
+# Ordered by what the issues need most: the full-width sweep to 1,202 layers comes right after the step's
+# own checks, resnet50 (a comparison with torchvision) last.
 NEEDS = {
     "equivalence": 25,
     "throughput": 110,
+    "widths": 125,
     "deep": 75,
     "paper": 60,
-    "resnet50": 110,
-    "widths": 125,
+    "resnet50": 100,
 }
 
 
@@ -262,7 +268,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--steps", type=int, default=20, help="steps per contender per round")
     p.add_argument(
-        "--budget-s", type=float, default=510, help="the whole check; sections that do not fit are skipped"
+        "--budget-s", type=float, default=540, help="the whole check; sections that do not fit are skipped"
     )
     p.add_argument("--json", default="bench-results/gpu.json")
     args = p.parse_args(argv)
@@ -295,18 +301,24 @@ def main(argv: list[str] | None = None) -> int:
     }
     roof = measure_limit(args, device)
     payload["roofline"] = roof.to_dict()
-    sections = [
-        ("equivalence", lambda: gpu_sweeps.equivalence_section(args, device)),
-        ("throughput", lambda: throughput_section(args, device, roof, budget)),
-        ("deep", lambda: gpu_sweeps.deep_section(args, budget)),
-        ("paper", lambda: gpu_sweeps.paper_section(args, device)),
-        ("resnet50", lambda: resnet50_section(args, device, roof, budget)),
-        ("widths", lambda: gpu_sweeps.widths_section(args, budget)),
-    ]
-    for name, run in sections:
+    keep = Path(args.json).parent  # the sweeps' tables and figures are copied beside the JSON
+    sections = {
+        "equivalence": lambda: gpu_sweeps.equivalence_section(args, device),
+        "throughput": lambda: throughput_section(args, device, roof, budget),
+        "widths": lambda: gpu_sweeps.widths_section(args, budget, keep=keep / "widths"),
+        "deep": lambda: gpu_sweeps.deep_section(args, budget, keep=keep / "deep"),
+        "paper": lambda: gpu_sweeps.paper_section(args, device),
+        "resnet50": lambda: resnet50_section(args, device, roof, budget),
+    }
+    assert list(sections) == list(NEEDS)
+    for name, run in sections.items():
         if budget.allows(name):
             t0 = time.perf_counter()
-            payload[name] = run()
+            try:
+                payload[name] = run()
+            except Exception as exc:  # one section's failure must not cost the others' device time
+                traceback.print_exc()
+                payload[name] = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
             payload[name]["section_seconds"] = round(time.perf_counter() - t0, 1)
             _free(device)
             bl.write_json(args.json, payload)  # what is measured so far survives a kill

@@ -174,7 +174,18 @@ def _estimate_s(plan: str | None) -> float | None:
     return float(sum(int(n) * unit[u] for n, u in re.findall(r"(\d+) (h|min|s)\b", m[1])))
 
 
-def deep_section(args: argparse.Namespace, budget: Any) -> dict[str, Any]:
+def _keep(src: Path, dest: Path | None, names: tuple[str, ...]) -> None:
+    """Copy a sweep's table, results and figures to ``dest`` (beside the JSON: they come back from the GPU,
+    which returns 8 files at most)."""
+    if dest is None:
+        return
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        if (src / name).is_file():
+            shutil.copyfile(src / name, dest / name)
+
+
+def deep_section(args: argparse.Namespace, budget: Any, keep: Path | None = None) -> dict[str, Any]:
     """``reslab compare --preset deep --device cuda``: runs per GPU auto; on time to spare, one at a time."""
     out = Path(tempfile.mkdtemp(prefix="reslab-gpu-deep-"))
     flags = [*TINY_SWEEP, "--runs-per-device", "2"] if args.tiny else ["--preset", "deep", "--device", "cuda"]
@@ -186,6 +197,7 @@ def deep_section(args: argparse.Namespace, budget: Any) -> dict[str, Any]:
                 label="compare --preset deep",
             )
         }
+        _keep(out / "auto", keep, ("results.md",))
         if not args.tiny and budget.spare("deep") > 60:
             one = [*flags, "--runs-per-device", "1", "--out", str(out / "one"), "--progress", "lines"]
             result["one_per_gpu"] = run_reslab(
@@ -196,7 +208,7 @@ def deep_section(args: argparse.Namespace, budget: Any) -> dict[str, Any]:
         shutil.rmtree(out, ignore_errors=True)
 
 
-def widths_section(args: argparse.Namespace, budget: Any) -> dict[str, Any]:
+def widths_section(args: argparse.Namespace, budget: Any, keep: Path | None = None) -> dict[str, Any]:
     """``reslab compare --preset full --device cuda`` (full width, 20/56/110/1202 layers, 10 epochs): the
     table and the wall time."""
     out = Path(tempfile.mkdtemp(prefix="reslab-gpu-widths-"))
@@ -204,11 +216,13 @@ def widths_section(args: argparse.Namespace, budget: Any) -> dict[str, Any]:
     try:
         result = run_reslab(
             ["compare", *flags, "--out", str(out), "--progress", "lines"],
-            max(budget.left() - 5, 10),
+            # may borrow a minute from the later sections (they skip their optional parts, or themselves)
+            max(budget.left() - budget.after("widths") + 55, 10),
             label="compare --preset full",
         )
         md = out / "results.md"
         result["results_md"] = md.read_text() if md.is_file() else None
+        _keep(out, keep, ("results.md", "results.json", "error_vs_depth.png", "curves.png"))
         return result
     finally:
         shutil.rmtree(out, ignore_errors=True)

@@ -67,6 +67,10 @@ def test_resolve_splits_the_config_and_applies_resume(tmp_path: Path) -> None:
     assert specs.output.out == str(tmp_path / "a") and specs.runtime.precision == "fp32"
     with pytest.raises(ConfigError, match="--lr"):
         resolve(tiny(tmp_path / "b", lr=-1.0))
+    # --grad-clip 0 turns a preset's clip off (compare's CIFAR recipe clips at 1); negative is refused
+    assert resolve(tiny(tmp_path / "c", grad_clip=0.0)).optim.grad_clip is None
+    with pytest.raises(ConfigError, match="--grad-clip"):
+        resolve(tiny(tmp_path / "d", grad_clip=-1.0))
 
 
 def test_make_sgd_is_torchs_fused_sgd_with_a_head_group() -> None:

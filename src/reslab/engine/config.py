@@ -112,7 +112,9 @@ class TrainConfig:
     label_smoothing: float = setting(
         0.1, help="-0.5 pt test error on mnist5k; evaluation reports plain cross-entropy", metavar="S"
     )
-    grad_clip: float | None = setting(None, help="clip the global gradient norm to this", metavar="NORM")
+    grad_clip: float | None = setting(
+        None, help="clip the global gradient norm to this; 0: no clipping", metavar="NORM"
+    )
     # --- learning-rate schedule (see reslab.engine.optim.lr_at)
     schedule: Schedule = setting("cosine", help="cosine needs no milestones and ends near 0")
     milestones: tuple[float, ...] = setting(
@@ -277,7 +279,7 @@ class TrainConfig:
         if self.warmup_epochs is not None:
             check_range("--warmup-epochs", self.warmup_epochs, 0, math.inf)
         if self.grad_clip is not None:
-            check_range("--grad-clip", self.grad_clip, 0, math.inf, low_open=True)
+            check_range("--grad-clip", self.grad_clip, 0, math.inf)
         if self.head_lr is not None:
             check_range("--head-lr", self.head_lr, 0, math.inf)
         if self.data_memory_gib is not None:

@@ -72,7 +72,7 @@ class OptimSpec:
     weight_decay: float
     head_lr: float | None  # the classifier's own peak lr (fine-tuning)
     label_smoothing: float
-    grad_clip: float | None
+    grad_clip: float | None  # None: no clipping (a config's 0 too)
     epochs: int | None
     iterations: int | None  # wins over epochs
     schedule: str  # step | cosine | onecycle
@@ -259,7 +259,7 @@ def optim_spec(cfg: TrainConfig) -> OptimSpec:
     """The optimisation part of ``cfg``."""
     return OptimSpec(
         lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay,
-        head_lr=cfg.head_lr, label_smoothing=cfg.label_smoothing, grad_clip=cfg.grad_clip, epochs=cfg.epochs,
+        head_lr=cfg.head_lr, label_smoothing=cfg.label_smoothing, grad_clip=cfg.grad_clip or None, epochs=cfg.epochs,
         iterations=cfg.iterations, schedule=cfg.schedule, milestones=tuple(cfg.milestones), gamma=cfg.gamma,
         warmup=cfg.warmup, warmup_epochs=cfg.warmup_epochs, warmup_iters=cfg.warmup_iters,
         warmup_lr=cfg.warmup_lr, warmup_until_error=cfg.warmup_until_error,
