@@ -259,7 +259,8 @@ def optim_spec(cfg: TrainConfig) -> OptimSpec:
     """The optimisation part of ``cfg``."""
     return OptimSpec(
         lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay,
-        head_lr=cfg.head_lr, label_smoothing=cfg.label_smoothing, grad_clip=cfg.grad_clip or None, epochs=cfg.epochs,
+        head_lr=cfg.head_lr, label_smoothing=cfg.label_smoothing, epochs=cfg.epochs,
+        grad_clip=cfg.grad_clip or None,  # 0: no clipping (turns a preset's clip off)
         iterations=cfg.iterations, schedule=cfg.schedule, milestones=tuple(cfg.milestones), gamma=cfg.gamma,
         warmup=cfg.warmup, warmup_epochs=cfg.warmup_epochs, warmup_iters=cfg.warmup_iters,
         warmup_lr=cfg.warmup_lr, warmup_until_error=cfg.warmup_until_error,
