@@ -268,7 +268,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--steps", type=int, default=20, help="steps per contender per round")
     p.add_argument(
-        "--budget-s", type=float, default=540, help="the whole check; sections that do not fit are skipped"
+        "--budget-s", type=float, default=510, help="the whole check; sections that do not fit are skipped"
     )
     p.add_argument("--json", default="bench-results/gpu.json")
     args = p.parse_args(argv)

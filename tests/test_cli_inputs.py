@@ -61,7 +61,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("eval-every-0", ["train", *BASE, *ITERS, "--eval-every", "0", "--out", "{out}"], "--eval-every"),
     ("threads-0", ["train", *BASE, *ITERS, "--num-threads", "0", "--out", "{out}"], "--num-threads"),
     ("val-split-neg", ["train", *BASE, *ITERS, "--val-split", "-1", "--out", "{out}"], "--val-split"),
-    ("grad-clip-0", ["train", *BASE, *ITERS, "--grad-clip", "0", "--out", "{out}"], "--grad-clip"),
+    ("grad-clip-negative", ["train", *BASE, *ITERS, "--grad-clip=-1", "--out", "{out}"], "--grad-clip"),
     ("momentum-1", ["train", *BASE, *ITERS, "--momentum", "1", "--out", "{out}"], "--momentum"),
     ("wd-neg", ["train", *BASE, *ITERS, "--weight-decay", "-1", "--out", "{out}"], "--weight-decay"),
     (
