@@ -30,7 +30,7 @@ from reslab.errors import ConfigError
         ({"weight_decay": -1.0}, "--weight-decay"),
         ({"momentum": 1.5}, "--momentum"),
         ({"label_smoothing": 1.0}, "--label-smoothing"),
-        ({"grad_clip": 0.0}, "--grad-clip"),
+        ({"grad_clip": -1.0}, "--grad-clip"),
         ({"eval_every": 0}, "--eval-every"),
         ({"schedule": "linear"}, "--schedule"),
         ({"device": "tpu"}, "--device"),
