@@ -14,14 +14,14 @@ only on time to spare:
    the engine's step eager, captured as one CUDA graph, and compiled with ``mode="reduce-overhead"``
    (compile time counted, and predicted for 1202 from 56's before it is tried), A/B rounds in one process:
    images/s and each one's ratio to eager.
-3. ``reslab compare --preset deep --device cuda``: wall time (runs per GPU: auto), and its printed estimate;
-   on time to spare the same with ``--runs-per-device 1``.
-3b. ``reslab compare --preset full --device cuda`` (full width, 20 to 1,202 layers): its table, figures and
+3. ``reslab compare --preset full --device cuda`` (full width, 20 to 1,202 layers): its table, figures and
    wall time (copied beside the JSON, in widths/).
-4. the paper preset's Fig. 6 sweep (10 runs of 64k steps): its estimate from timed steps of each depth (on
+4. ``reslab compare --preset deep --device cuda``: wall time (runs per GPU: auto), and its printed estimate;
+   on time to spare the same with ``--runs-per-device 1``.
+5. the paper preset's Fig. 6 sweep (10 runs of 64k steps): its estimate from timed steps of each depth (on
    CIFAR-shaped synthetic data: no download here) and from the measured throughput of 1, 2 and 4 runs side
    by side (:func:`reslab.experiments.scheduler.measure_concurrency`), with the count ``auto`` would choose.
-5. resnet50 at 224, batch ``--batch``, bf16 + channels_last: reslab's engine step vs torchvision's resnet50
+6. resnet50 at 224, batch ``--batch``, bf16 + channels_last: reslab's engine step vs torchvision's resnet50
    (same weights, outputs checked; skipped without torchvision), eager and captured; compiled on time to
    spare. Images/s, "%roof" against the measured bf16 roofline (asserted <= 100%), MFU against 989 TFLOP/s.
 A section that raises is recorded (its error and traceback in the JSON) and the next one starts.

@@ -252,6 +252,12 @@ def test_studies_are_functions_with_results(tiny_run: Path, tmp_path: Path) -> N
     with pytest.warns(FutureWarning, match="deprecated"):  # the old keyword still works
         old = reslab.gradients(models=("resmlp4",), dataset="synthetic:1x12x12", steps=0, out=str(tmp_path))
     assert [p.model_name for p in old.profiles] == ["resmlp4"]
+    # --grad-clip 0 is no clipping, as in training: the same steps as no clip at all
+    kw = {"entries": ("resmlp4",), "dataset": "synthetic:1x12x12", "steps": 3, "lr": 0.5}
+    free = reslab.gradients(**kw, out=str(tmp_path / "free")).profiles[0]
+    off = reslab.gradients(**kw, grad_clip=0.0, out=str(tmp_path / "off")).profiles[0]
+    tight = reslab.gradients(**kw, grad_clip=1e-6, out=str(tmp_path / "tight")).profiles[0]
+    assert off.losses == free.losses and tight.losses != free.losses
     r = reslab.responses(entries=[str(tiny_run)], samples=64, out=str(tmp_path / "r"))
     assert r.files["responses.png"].is_file() and "resnet8" in str(r.profiles[0].model_name)
     with pytest.raises(reslab.ReslabError, match="gradients\\(\\): unknown setting 'no_such_setting'"):

@@ -8,6 +8,7 @@ figures; in Jupyter a result displays its table and figure inline.
 
 from __future__ import annotations
 
+import math
 import sys
 import warnings
 from dataclasses import dataclass, field, replace
@@ -40,7 +41,7 @@ from reslab.analysis.loss_surface import Landscape, grid_coords, loss_landscape,
 from reslab.analysis.outputs import out_dir, write_json
 from reslab.analysis.subjects import Subject, fixed_batch, load_subjects, open_dataset, split_entries
 from reslab.errors import ConfigError
-from reslab.settings import api_config, setting
+from reslab.settings import api_config, check_range, setting
 
 _C = TypeVar("_C", bound="_StudyConfig")
 
@@ -96,7 +97,8 @@ class GradientsConfig(_StudyConfig):
         0, help="the lr rises linearly to --lr over this many of the K steps, as in training", metavar="W"
     )
     grad_clip: float | None = setting(
-        None, help="clip the gradient's global norm to this in the K steps, as --grad-clip in training",
+        None, help="clip the gradient's global norm to this in the K steps, as --grad-clip in training "
+        "(0: no clipping)",
         metavar="NORM",
     )  # fmt: skip
     out: str = setting("analysis/gradients", help="output directory", metavar="DIR")
@@ -257,8 +259,8 @@ def gradients(cfg: GradientsConfig | None = None, /, *, data: Any = None, **sett
     cfg._check_sizes({"steps": 0, "warmup_steps": 0}, **sizes)  # steps 0: the snapshot at the start only
     if not cfg.lr > 0:
         raise ConfigError(f"--lr must be a positive number, got {cfg.lr}")
-    if cfg.grad_clip is not None and not cfg.grad_clip > 0:
-        raise ConfigError(f"--grad-clip must be a positive number, got {cfg.grad_clip}")
+    if cfg.grad_clip is not None:
+        check_range("--grad-clip", cfg.grad_clip, 0, math.inf)  # as in training: 0 is no clipping
     ds, subjects, out = _subjects(cfg, list(cfg.entries or DEFAULT_GRADIENTS), cfg.out, data)
     subjects = _reseeded(cfg, ds, subjects)
     profiles = []
@@ -268,7 +270,7 @@ def gradients(cfg: GradientsConfig | None = None, /, *, data: Any = None, **sett
         profiles.append(
             gradient_profile(
                 s.model, x, y, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
-                warmup_steps=cfg.warmup_steps, grad_clip=cfg.grad_clip,
+                warmup_steps=cfg.warmup_steps, grad_clip=cfg.grad_clip or None,
                 label=s.label, model_name=s.model_name, residual=s.residual, trained=s.trained,
             )
         )  # fmt: skip
